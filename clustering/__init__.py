@@ -1,0 +1,1 @@
+"""The non-neural synthesis methods: BrainClustering and the baselines (pure numpy/scipy)."""

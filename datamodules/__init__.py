@@ -1,0 +1,1 @@
+"""Everything about data: NIfTI I/O, dataset layouts, label conventions, splits, masks, the phantom."""

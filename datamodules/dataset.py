@@ -1,0 +1,140 @@
+"""A data set on disk: its cases, label convention and split, and loading of validated subjects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.labels import LabelConvention, get_label_convention
+from datamodules.layouts import Case, Layout, detect_layout, get_layout
+from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume
+from datamodules.preprocessing import brain_mask
+from datamodules.splits import PAPER_PROPORTIONS, TRAIN, Split, load_split, make_split, save_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Subject:
+    """One loaded, validated case. ``t2`` is None for a query without a real T2, ``segmentation`` is
+    None when the case has none (its tumour metrics are then n/a)."""
+
+    case_id: str
+    t1: Volume
+    t2: Volume | None = None
+    segmentation: Volume | None = None
+    other: dict[str, Volume] = field(default_factory=dict)
+
+    @cached_property
+    def brain(self) -> np.ndarray:
+        """The brain mask, derived from the T1 (see :func:`datamodules.preprocessing.brain_mask`)."""
+        return brain_mask(self.t1)
+
+    @property
+    def tumour(self) -> np.ndarray | None:
+        """Whole-tumour mask (every non-zero label), or None without a segmentation."""
+        return None if self.segmentation is None else self.segmentation.data > 0
+
+
+class SynthesisDataset:
+    """Cases found under ``root``, with their label convention and split.
+
+    Args:
+        root: data set folder.
+        layout: ``auto`` (detect), ``brats2019``, ``brats2023`` or ``per_modality``.
+        label_convention: ``brats2019`` or ``brats2023``; default: the layout's.
+        split_file: a split JSON to use. Default: ``<root>/split_seed<seed>.json``, made on first use
+            with the paper's proportions (or the per-modality layout's own split folders).
+        split_seed: seed of a newly made split.
+        proportions: role -> weight for a newly made split (default: the paper's Table 1).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        layout: str = "auto",
+        label_convention: str | None = None,
+        split_file: str | Path | None = None,
+        split_seed: int = 0,
+        proportions: Mapping[str, float] | None = None,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.layout: Layout = detect_layout(self.root) if layout == "auto" else get_layout(layout)
+        self.labels: LabelConvention = get_label_convention(
+            label_convention or self.layout.default_label_convention
+        )
+        found = self.layout.find_cases(self.root)
+        self.cases: dict[str, Case] = {}
+        for case in found:
+            if case.case_id in self.cases:
+                raise InvalidInputError(self.root, f"case name {case.case_id!r} appears twice")
+            self.cases[case.case_id] = case
+        if not self.cases:
+            raise InvalidInputError(self.root, f"no cases found for the {self.layout.name} layout")
+        self.split_seed = split_seed
+        self.split, self.split_file = self._resolve_split(split_file, proportions or PAPER_PROPORTIONS)
+
+    def _resolve_split(self, split_file: str | Path | None, proportions: Mapping[str, float]) -> tuple[Split, Path | None]:
+        ids = list(self.cases)
+        if split_file is not None:
+            return load_split(Path(split_file), ids), Path(split_file)
+        if self.layout.name == "per_modality":
+            split: Split = {}
+            for case in self.cases.values():
+                split.setdefault(str(case.group), []).append(case.case_id)
+            if TRAIN not in split:
+                raise InvalidInputError(self.root, "per-modality layout without a 'train' folder")
+            return split, None
+        default = self.root / f"split_seed{self.split_seed}.json"
+        if default.exists():
+            split = load_split(default, ids)
+            missing = sorted(set(ids) - {c for role in split.values() for c in role})
+            if missing:
+                raise InvalidInputError(
+                    default, f"cases {missing[:5]} are in no role; delete the file to make a new split"
+                )
+            return split, default
+        has_segmentation = {case_id: case.has("seg") for case_id, case in self.cases.items()}
+        split = make_split(ids, has_segmentation, self.split_seed, proportions)
+        try:
+            save_split(split, default, self.split_seed)
+        except OSError:
+            log.info("data folder %s is read-only: the split is saved with the run only", self.root)
+            return split, None
+        return split, default
+
+    @property
+    def roles(self) -> list[str]:
+        return [role for role, ids in self.split.items() if ids]
+
+    def cases_in(self, role: str) -> list[Case]:
+        if role not in self.split:
+            raise KeyError(f"split has no role {role!r}; roles: {sorted(self.split)}")
+        return [self.cases[case_id] for case_id in self.split[role]]
+
+    def load(self, case: Case, modalities: Sequence[str] = ("t1", "t2")) -> Subject:
+        """Load ``case``: the given modalities (each required) plus its segmentation when it has one.
+
+        Raises:
+            InvalidInputError: a modality is missing or bad, the volumes' shapes or affines differ,
+                or the segmentation holds labels outside the convention.
+        """
+        volumes = {m: load_volume(case.path(m)) for m in modalities}
+        segmentation = load_volume(case.path("seg"), label_map=True) if case.has("seg") else None
+        check_same_geometry(volumes | ({"seg": segmentation} if segmentation else {}), case.case_id)
+        if segmentation is not None:
+            self.labels.validate(segmentation)
+        subject = Subject(
+            case_id=case.case_id,
+            t1=volumes.pop("t1"),
+            t2=volumes.pop("t2", None),
+            segmentation=segmentation,
+            other=volumes,
+        )
+        subject.brain  # noqa: B018 -- validate now: an all-background T1 fails here, naming its file
+        return subject

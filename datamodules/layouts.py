@@ -1,0 +1,174 @@
+"""Data set layouts on disk, detected from a root path.
+
+Three layouts are understood, each mapping its own file names onto the project's modality names
+``t1, t1ce, t2, flair, seg``:
+
+- ``brats2019``: ``[HGG|LGG/]<case>/<case>_{t1,t1ce,t2,flair,seg}.nii[.gz]``
+- ``brats2023``: ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii[.gz]``
+- ``per_modality`` (the reference code's): ``<split>/{t1,t2,truth}/<case>.nii[.gz]``; here the split
+  folders are the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from datamodules.nifti import NIFTI_SUFFIXES, InvalidInputError, strip_nifti_suffix
+
+MODALITIES = ("t1", "t1ce", "t2", "flair", "seg")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One subject on disk: where each modality is, or would be.
+
+    Attributes:
+        case_id: the subject's name, unique within the data set.
+        expected: modality -> path stem (without ``.nii[.gz]``) where the file belongs.
+        group: the folder grouping the case (``HGG``/``LGG``, or the per-modality split folder).
+    """
+
+    case_id: str
+    expected: dict[str, Path]
+    group: str | None = None
+
+    def find(self, modality: str) -> Path | None:
+        """The file of ``modality`` if it exists (``.nii.gz`` or ``.nii``), else None."""
+        stem = self.expected.get(modality)
+        if stem is None:
+            return None
+        for suffix in NIFTI_SUFFIXES:
+            candidate = stem.with_name(stem.name + suffix)
+            if candidate.exists():
+                return candidate
+        return None
+
+    def has(self, modality: str) -> bool:
+        return self.find(modality) is not None
+
+    def path(self, modality: str) -> Path:
+        """The file of ``modality``; raises a clear error naming the expected file when it is missing."""
+        found = self.find(modality)
+        if found is None:
+            stem = self.expected.get(modality)
+            where = f"{stem}.nii.gz" if stem is not None else "(this layout has no such modality)"
+            raise InvalidInputError(where, f"missing {modality} for case {self.case_id}")
+        return found
+
+
+class Layout:
+    """A way of arranging cases on disk."""
+
+    name: str
+    default_label_convention: str
+
+    def matches(self, root: Path) -> bool:
+        raise NotImplementedError
+
+    def find_cases(self, root: Path) -> list[Case]:
+        raise NotImplementedError
+
+
+def _nifti_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+
+
+class _PerCaseFolderLayout(Layout):
+    """Layouts with one folder per case and ``<case><separator><suffix>.nii[.gz]`` files."""
+
+    separator: str
+    suffixes: dict[str, str]  # modality -> file-name suffix
+    group_folders: tuple[str, ...] = ()
+
+    def _case_folders(self, root: Path) -> list[tuple[Path, str | None]]:
+        folders: list[tuple[Path, str | None]] = []
+        for group in self.group_folders:
+            if (root / group).is_dir():
+                folders += [(p, group) for p in sorted((root / group).iterdir()) if p.is_dir()]
+        folders += [(p, None) for p in sorted(root.iterdir()) if p.is_dir() and p.name not in self.group_folders]
+        return folders
+
+    def _is_case(self, folder: Path) -> bool:
+        t1 = f"{folder.name}{self.separator}{self.suffixes['t1']}"
+        return any((folder / (t1 + s)).exists() for s in NIFTI_SUFFIXES)
+
+    def matches(self, root: Path) -> bool:
+        return any(self._is_case(folder) for folder, _ in self._case_folders(root))
+
+    def find_cases(self, root: Path) -> list[Case]:
+        cases = []
+        for folder, group in self._case_folders(root):
+            if not self._is_case(folder):
+                continue
+            expected = {m: folder / f"{folder.name}{self.separator}{s}" for m, s in self.suffixes.items()}
+            cases.append(Case(case_id=folder.name, expected=expected, group=group))
+        return cases
+
+
+class BraTS2019Layout(_PerCaseFolderLayout):
+    name = "brats2019"
+    default_label_convention = "brats2019"
+    separator = "_"
+    suffixes = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}
+    group_folders = ("HGG", "LGG")
+
+
+class BraTS2023Layout(_PerCaseFolderLayout):
+    name = "brats2023"
+    default_label_convention = "brats2023"
+    separator = "-"
+    suffixes = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
+
+
+class PerModalityLayout(Layout):
+    """``<split>/<modality folder>/<case>.nii[.gz]``; the reference code calls the segmentation ``truth``."""
+
+    name = "per_modality"
+    default_label_convention = "brats2019"
+    folders = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "truth"}
+
+    def _split_folders(self, root: Path) -> list[Path]:
+        return [p for p in sorted(root.iterdir()) if p.is_dir() and (p / "t1").is_dir()]
+
+    def matches(self, root: Path) -> bool:
+        return any(_nifti_files(split / "t1") for split in self._split_folders(root))
+
+    def find_cases(self, root: Path) -> list[Case]:
+        cases = []
+        for split in self._split_folders(root):
+            for t1 in _nifti_files(split / "t1"):
+                name = strip_nifti_suffix(t1.name)
+                expected = {m: split / folder / name for m, folder in self.folders.items()}
+                cases.append(Case(case_id=name, expected=expected, group=split.name))
+        return cases
+
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout for layout in (BraTS2019Layout(), BraTS2023Layout(), PerModalityLayout())
+}
+
+
+def detect_layout(root: str | Path) -> Layout:
+    """The layout of the data set at ``root``; raises if none or more than one matches."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InvalidInputError(root, "data root is not a directory")
+    matching = [layout for layout in LAYOUTS.values() if layout.matches(root)]
+    if not matching:
+        raise InvalidInputError(
+            root,
+            "no known data set layout found (expected BraTS 2019 <case>/<case>_t1.nii.gz, "
+            "BraTS 2023 <case>/<case>-t1n.nii.gz, or <split>/t1/<case>.nii.gz)",
+        )
+    if len(matching) > 1:
+        names = ", ".join(layout.name for layout in matching)
+        raise InvalidInputError(root, f"ambiguous layout (matches {names}); set data.layout explicitly")
+    return matching[0]
+
+
+def get_layout(name: str) -> Layout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)} or 'auto', got {name!r}") from None

@@ -1,0 +1,71 @@
+"""Brain masks and intensity normalisation shared by every method and by the evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from datamodules.nifti import InvalidInputError, Volume
+
+BRAIN_MASK_RULE = (
+    "border-background: background = median of the volume's six faces; brain = voxels differing from it "
+    "by more than 5 robust SDs of the faces (any difference when the faces are constant); holes filled"
+)
+
+
+def brain_mask(volume: Volume) -> np.ndarray:
+    """Boolean brain mask of a skull-stripped scan whose background need not be zero.
+
+    The background level is read from the volume's faces (the field of view's edges are outside the
+    head in BraTS-space scans), so a constant background of 0, -1024 or 17 all work, and so does a
+    noisy background after resampling. Dark voxels enclosed by brain (necrosis, CSF equal to the
+    background value) are kept by filling holes.
+
+    Raises:
+        InvalidInputError: the volume has no voxel that differs from its background.
+    """
+    data = volume.data
+    faces = np.concatenate(
+        [data[[0, -1], :, :].ravel(), data[:, [0, -1], :].ravel(), data[:, :, [0, -1]].ravel()]
+    ).astype(np.float64)
+    background = float(np.median(faces))
+    spread = 1.4826 * float(np.median(np.abs(faces - background)))
+    difference = np.abs(data.astype(np.float32) - np.float32(background))
+    mask = difference > 5.0 * spread
+    if not mask.any():
+        raise InvalidInputError(volume.name, f"all voxels are background (value {background:g}): no brain found")
+    return ndimage.binary_fill_holes(mask)
+
+
+def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Min-max scale the voxels in ``mask`` to [0, 1]; voxels outside the mask become 0 (float32).
+
+    This is the project's "unit scale" of a contrast, the scale on which methods predict T2 and on
+    which the paper's ``mse`` is computed (the reference min-max normalises T2 over the volume, which
+    is the same thing when the background is the minimum).
+    """
+    values = data[mask].astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = np.zeros(data.shape, dtype=np.float32)
+    if high > low:
+        scaled[mask] = ((values - low) / (high - low)).astype(np.float32)
+    return scaled
+
+
+def percentile_scale(
+    data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upper: float = 99.5
+) -> np.ndarray:
+    """Clip the voxels in ``mask`` to their own ``lower``/``upper`` percentiles and scale to [0, 1].
+
+    The BraSyn normalisation, with percentiles taken over the brain (not the whole field of view, so a
+    non-zero background does not move them) and the lower bound floored at 0 when the data are
+    non-negative inside the brain. Voxels outside the mask become 0 (float32).
+    """
+    values = data[mask].astype(np.float64)
+    low, high = np.percentile(values, [lower, upper])
+    if values.min() >= 0:
+        low = max(low, 0.0)
+    scaled = np.zeros(data.shape, dtype=np.float32)
+    if high > low:
+        scaled[mask] = ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
+    return scaled

@@ -1,0 +1,143 @@
+"""Score synthetic T2 volumes against a subject's real T2, and aggregate the scores."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamodules.dataset import Subject
+from datamodules.nifti import InvalidInputError, Volume
+from datamodules.preprocessing import BRAIN_MASK_RULE, brain_mask, percentile_scale, unit_scale
+from evaluation.image_metrics import mean_absolute_error, mean_over, mean_squared_error, psnr, ssim_map
+
+METRICS = (
+    "pct_mse_brain", "pct_mse_tumour", "mse_brain", "mse_tumour", "scaled_mse_brain", "scaled_mse_tumour",
+    "pct_mae_brain", "psnr_brain", "ssim_healthy", "ssim_tumour",
+)  # fmt: skip
+PRIMARY_METRIC = "pct_mse_brain"
+LOWER_IS_BETTER = {m: not m.startswith(("psnr", "ssim")) for m in METRICS}
+REGIONS = ("brain", "union")
+
+
+def score_prediction(prediction: Volume, subject: Subject, region: str = "brain") -> dict[str, float | None]:
+    """All image metrics of one synthetic T2 against ``subject.t2``.
+
+    Args:
+        prediction: the synthetic T2, with the subject's geometry.
+        subject: needs ``t1`` (for the brain mask), ``t2`` and, for tumour metrics, ``segmentation``.
+        region: ``brain`` (the T1's brain mask, the project's default) or ``union`` (the reference
+            code's union of the two images' foregrounds, for parity with the paper's numbers).
+
+    Returns:
+        metric name -> value; tumour metrics are None without a segmentation (n/a).
+
+    The three MSE forms differ only in how each image is put on [0, 1]: ``mse`` compares the
+    prediction as the method made it (the unit T2 scale) with the real T2's brain min-max;
+    ``scaled_mse`` min-maxes both images; ``pct_mse`` (primary) clips both to their own 0.5/99.5
+    brain percentiles first. MAE, PSNR and SSIM use the percentile scale with data range 1.
+    """
+    if subject.t2 is None:
+        raise ValueError(f"case {subject.case_id}: no real T2 to score against")
+    if prediction.shape != subject.t2.shape or not np.allclose(prediction.affine, subject.t2.affine, atol=1e-3):
+        raise InvalidInputError(
+            prediction.name, f"geometry differs from the real T2 of case {subject.case_id} "
+            f"(shape {prediction.shape} vs {subject.t2.shape})",
+        )
+    if region not in REGIONS:
+        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    brain = subject.brain
+    if region == "union":
+        predicted = prediction.data
+        brain = brain_mask(subject.t2) | (predicted > predicted.min())
+    tumour = subject.tumour
+    tumour = np.zeros_like(brain) if tumour is None else tumour
+    has_tumour = subject.segmentation is not None
+    real, predicted = subject.t2.data, prediction.data.astype(np.float32)
+
+    scores: dict[str, float | None] = {}
+    real_unit = unit_scale(real, brain)
+    forms = {
+        "mse": (predicted * brain, real_unit),
+        "scaled_mse": (unit_scale(predicted, brain), real_unit),
+        "pct_mse": (percentile_scale(predicted, brain), percentile_scale(real, brain)),
+    }
+    for name, (p, r) in forms.items():
+        scores[f"{name}_brain"] = mean_squared_error(p, r, brain)
+        scores[f"{name}_tumour"] = mean_squared_error(p, r, tumour) if has_tumour else None
+    pct_prediction, pct_real = forms["pct_mse"]
+    scores["pct_mae_brain"] = mean_absolute_error(pct_prediction, pct_real, brain)
+    scores["psnr_brain"] = psnr(pct_prediction, pct_real, brain)
+    local = ssim_map(pct_prediction, pct_real, brain)
+    scores["ssim_healthy"] = mean_over(local, brain & ~tumour)
+    scores["ssim_tumour"] = mean_over(local, tumour) if has_tumour else None
+    return {metric: scores[metric] for metric in METRICS}
+
+
+def summarise(rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("method", "role")) -> list[dict[str, Any]]:
+    """Mean, sd and count of every metric per group of ``keys``; n/a values are left out."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    summary = []
+    for group, members in groups.items():
+        entry: dict[str, Any] = dict(zip(keys, group, strict=True))
+        entry["cases"] = len(members)
+        for metric in METRICS:
+            values = np.array([m[metric] for m in members if m.get(metric) is not None], dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            entry[metric] = {
+                "mean": float(finite.mean()) if finite.size else None,
+                "sd": float(finite.std(ddof=1)) if finite.size > 1 else None,
+                "n": int(values.size),
+            }
+        summary.append(entry)
+    return summary
+
+
+def write_rows_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write per-case rows as CSV atomically; None becomes an empty cell (n/a)."""
+    rows = list(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else ["case_id"]
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def format_value(statistic: dict[str, Any]) -> str:
+    if statistic["mean"] is None:
+        return "n/a"
+    mean = statistic["mean"]
+    digits = 4 if abs(mean) < 1 else 2
+    text = f"{mean:.{digits}f}" if not math.isinf(mean) else "inf"
+    return text + (f"±{statistic['sd']:.{digits}f}" if statistic["sd"] is not None else "")
+
+
+def summary_table(summary: Sequence[dict[str, Any]], title: str, metrics: Sequence[str] | None = None) -> Any:
+    """A rich Table of the summary: one row per method and role."""
+    from rich.table import Table
+
+    metrics = metrics or ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy",
+                          "ssim_tumour")
+    table = Table(title=title, caption=f"brain mask: {BRAIN_MASK_RULE}", caption_justify="left")
+    for column in ("method", "role", "n", *metrics):
+        header = column.replace("_", " ", 1) if column in metrics else column
+        table.add_column(header, justify="left" if column in ("method", "role") else "right")
+    for entry in summary:
+        table.add_row(entry["method"], entry["role"], str(entry["cases"]), *(format_value(entry[m]) for m in metrics))
+    return table

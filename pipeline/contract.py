@@ -1,0 +1,137 @@
+"""The contract every synthesis method implements, in the spirit of scikit-learn's estimators.
+
+Hyper-parameters are constructor arguments stored as given (and validated there); learned state is
+set by :meth:`SynthesisMethod.fit` in attributes with a trailing underscore; :meth:`predict` checks
+that the method is fitted. A fitted method saves to a folder holding ``method.json`` (its class and
+hyper-parameters) and ``state.npz`` (its learned arrays): portable, no pickle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamodules.dataset import Subject
+from datamodules.nifti import Volume
+from datamodules.splits import write_json_atomic
+
+METHOD_FILE = "method.json"
+STATE_FILE = "state.npz"
+
+
+class NotFittedError(RuntimeError):
+    """``predict`` or ``save`` was called before ``fit``."""
+
+
+class SynthesisMethod(ABC):
+    """Fit on training subjects (T1 and T2); predict a T2 for a subject's T1.
+
+    Predictions are float32 volumes with the T1's geometry, on the project's unit T2 scale
+    (:func:`datamodules.preprocessing.unit_scale`: the brain's T2 min-max mapped to [0, 1]), 0 outside
+    the brain.
+    """
+
+    #: Whether ``fit`` learns anything; stateless methods are fitted from construction.
+    learns: bool = True
+
+    def fit(self, subjects: Sequence[Subject]) -> SynthesisMethod:
+        """Learn from training subjects, each with ``t2``. ``subjects`` may load lazily: iterate it
+        rather than indexing it repeatedly."""
+        self._fit(subjects)
+        self.fitted_ = True
+        return self
+
+    def predict(self, subject: Subject) -> Volume:
+        """Synthesise the T2 of ``subject`` from its T1 (its ``t2`` is never read)."""
+        self.check_fitted()
+        return self._predict(subject)
+
+    def _fit(self, subjects: Sequence[Subject]) -> None:  # noqa: B027 -- stateless methods learn nothing
+        pass
+
+    @abstractmethod
+    def _predict(self, subject: Subject) -> Volume: ...
+
+    # -- learned state and persistence ---------------------------------------------------------
+
+    def is_fitted(self) -> bool:
+        return not self.learns or getattr(self, "fitted_", False)
+
+    def check_fitted(self) -> None:
+        if not self.is_fitted():
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load a saved model first")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor arguments as stored on the instance (the scikit-learn ``get_params`` rule)."""
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {p.name: getattr(self, p.name) for p in parameters if p.name != "self" and p.kind in named}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save; override together with :meth:`set_state`."""
+        return {}
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 -- stateless default
+        pass
+
+    def save(self, folder: str | Path) -> Path:
+        """Save hyper-parameters and learned state to ``folder``."""
+        self.check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = self.state()
+        if arrays:
+            temporary = folder / f".{STATE_FILE}.partial.npz"
+            np.savez_compressed(temporary, **arrays)
+            temporary.replace(folder / STATE_FILE)
+        target = f"{type(self).__module__}.{type(self).__qualname__}"
+        write_json_atomic({"target": target, "hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> SynthesisMethod:
+        """Load a saved method; works on the base class too (the class is read from ``method.json``)."""
+        folder = Path(folder)
+        description_file = folder / METHOD_FILE
+        if not description_file.exists():
+            raise FileNotFoundError(f"{folder}: no saved method here (missing {METHOD_FILE})")
+        description = json.loads(description_file.read_text())
+        module_name, _, class_name = description["target"].rpartition(".")
+        method_class = getattr(importlib.import_module(module_name), class_name)
+        if not issubclass(method_class, cls):
+            raise TypeError(f"{description_file}: {description['target']} is not a {cls.__name__}")
+        method = method_class(**description["hyperparameters"])
+        state_file = folder / STATE_FILE
+        if state_file.exists():
+            with np.load(state_file, allow_pickle=False) as arrays:
+                method.set_state({key: arrays[key] for key in arrays.files})
+        method.fitted_ = True
+        return method
+
+
+class LazySubjects(Sequence[Subject]):
+    """A sequence of subjects loaded from disk on access, with a progress bar when iterated."""
+
+    def __init__(self, loader: Any, cases: Sequence[Any], description: str = "Loading subjects") -> None:
+        self._loader = loader
+        self._cases = list(cases)
+        self.description = description
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def __getitem__(self, index: int) -> Subject:  # type: ignore[override]
+        return self._loader(self._cases[index])
+
+    def __iter__(self) -> Iterator[Subject]:
+        from rich.progress import track
+
+        for case in track(self._cases, description=self.description, transient=True):
+            yield self._loader(case)

@@ -1,0 +1,107 @@
+"""One experiment, the same for every method: fit on the training split, predict every other role,
+write one NIfTI per subject, score it, write ``metrics.csv`` and ``summary.json``, print a table, log.
+
+Run directory layout::
+
+    <run>/.hydra/config.yaml          resolved configuration (Hydra)
+    <run>/split.json                  the split used
+    <run>/model/                      the fitted method (method.json, state.npz)
+    <run>/baselines/<name>/           each baseline, fitted the same way
+    <run>/predictions/<method>/<role>/<case>.nii.gz
+    <run>/metrics.csv                 one row per method, role and case
+    <run>/summary.json                mean, sd and n of every metric per method and role
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import track
+
+from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.layouts import Case
+from datamodules.nifti import save_volume
+from datamodules.splits import TRAIN, save_split, write_json_atomic
+from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
+from pipeline.contract import LazySubjects, SynthesisMethod
+
+log = logging.getLogger(__name__)
+
+
+def roles_to_predict(dataset: SynthesisDataset, roles: Sequence[str] | None) -> list[str]:
+    """The requested roles, or every non-empty role but training."""
+    if roles is None:
+        return [role for role in dataset.roles if role != TRAIN]
+    missing = [role for role in roles if role not in dataset.split]
+    if missing:
+        raise ValueError(f"predict_roles {missing} are not in the split (roles: {sorted(dataset.split)})")
+    return list(roles)
+
+
+def predict_and_score(
+    methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, roles: Sequence[str], output: Path,
+    region: str = "brain",
+) -> list[dict[str, Any]]:
+    """Predict every case of ``roles`` with every method (each case is read once), write the
+    predictions, and score those whose case has a real T2."""
+    rows: list[dict[str, Any]] = []
+    work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
+    for role, case in track(work, description=f"Predicting {len(work)} cases with {len(methods)} method(s)"):
+        subject = dataset.load(case, ("t1", "t2") if case.has("t2") else ("t1",))
+        for name, method in methods.items():
+            prediction = method.predict(subject)
+            save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz")
+            if subject.t2 is not None:
+                rows.append({"method": name, "role": role, "case_id": case.case_id,
+                             **score_prediction(prediction, subject, region)})
+    return rows
+
+
+def fit_methods(methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path,
+                primary: str) -> None:
+    """Fit each method on the training split and save it (the primary to ``model/``)."""
+    loader = lambda case: dataset.load(case, ("t1", "t2"))  # noqa: E731
+    for name, method in methods.items():
+        training = LazySubjects(loader, dataset.cases_in(TRAIN), description=f"Fitting {name}")
+        method.fit(training)
+        method.save(run_dir / "model" if name == primary else run_dir / "baselines" / name)
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
+    """The whole experiment for a composed config; returns the summary."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    dataset: SynthesisDataset = instantiate(cfg.data)
+    methods: dict[str, SynthesisMethod] = {model_name: instantiate(cfg.model)}
+    for name, baseline_cfg in (cfg.get("baselines") or {}).items():
+        methods.setdefault(name, instantiate(baseline_cfg))
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    if logger is not None:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    save_split(dataset.split, run_dir / "split.json", dataset.split_seed)
+    console.print(f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
+                  + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items()))
+    fit_methods(methods, dataset, run_dir, model_name)
+    roles = roles_to_predict(dataset, cfg.get("predict_roles"))
+    rows = predict_and_score(methods, dataset, roles, run_dir / "predictions", cfg.evaluation.region)
+
+    summary = summarise(rows)
+    if rows:
+        write_rows_csv(rows, run_dir / "metrics.csv")
+    write_json_atomic({"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary},
+                      run_dir / "summary.json")
+    console.print(summary_table(summary, title=f"{model_name} on {dataset.root.name} ({run_dir})"))
+    if logger is not None:
+        flat = {f"{e['method']}/{e['role']}/{metric}": value["mean"]
+                for e in summary for metric, value in e.items()
+                if isinstance(value, dict) and value["mean"] is not None}
+        logger.log_metrics(flat, step=0)
+        logger.finalize("success")
+    return summary
