@@ -101,12 +101,15 @@ class SynthesisDataset:
             return split, default
         has_segmentation = {case_id: case.has("seg") for case_id, case in self.cases.items()}
         split = make_split(ids, has_segmentation, self.split_seed, proportions)
-        try:
-            save_split(split, default, self.split_seed)
-        except OSError:
-            log.info("data folder %s is read-only: the split is saved with the run only", self.root)
-            return split, None
-        return split, default
+        # Write bits, not os.access: root may write anywhere, but a folder marked read-only stays so.
+        if self.root.stat().st_mode & 0o222:
+            try:
+                save_split(split, default, self.split_seed)
+                return split, default
+            except OSError:
+                pass
+        log.info("data folder %s is read-only: the split is saved with the run only", self.root)
+        return split, None
 
     @property
     def roles(self) -> list[str]:

@@ -108,6 +108,7 @@ def write_json_atomic(content: object, path: Path) -> None:
         with os.fdopen(handle, "w") as stream:
             json.dump(content, stream, indent=2)
             stream.write("\n")
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a split or summary is meant to be shared
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic volumes and a tiny phantom data set, all in temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datamodules.nifti import Volume, new_header, save_volume
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+REAL_DATA = REPOSITORY.parent / "shared" / "data" / "real"
+TINY_SHAPE = (24, 24, 16)
+
+
+def make_volume(data: np.ndarray, spacing: float = 1.0) -> Volume:
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-10.0, 20.0, 5.0]
+    return Volume(data=data, affine=affine, header=new_header(affine))
+
+
+def ball_volume(shape: tuple[int, int, int] = (12, 12, 10), background: float = 0.0, dtype=np.int16) -> Volume:
+    """A bright ball (value 100) with a darker core (50) on a constant background."""
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape) - 1) / 2
+    radius = np.sqrt(((grid - centre[:, None, None, None]) ** 2).sum(0))
+    data = np.full(shape, background)
+    data[radius < 4] = 100
+    data[radius < 2] = 50
+    return make_volume(data.astype(dtype))
+
+
+def write_case(folder: Path, names: dict[str, str], volumes: dict[str, Volume]) -> None:
+    """Write ``volumes`` (modality -> Volume) under the file names ``names`` (modality -> file name)."""
+    for modality, volume in volumes.items():
+        save_volume(volume, folder / names[modality], dtype=volume.data.dtype)
+
+
+@pytest.fixture(scope="session")
+def tiny_phantom(tmp_path_factory: pytest.TempPathFactory):
+    """A six-subject phantom at 24 x 24 x 16 voxels (10 x 10 x 9.7 mm voxels)."""
+    from datamodules.phantom import phantom_dataset
+
+    root = tmp_path_factory.mktemp("phantom")
+    return phantom_dataset(n_subjects=6, shape=TINY_SHAPE, seed=3, root=root)

@@ -1,0 +1,101 @@
+"""End-to-end: the entry scripts as a user runs them, on tiny data."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from datamodules.nifti import load_volume
+from datamodules.phantom import generate_phantom
+from tests.conftest import REAL_DATA, REPOSITORY, TINY_SHAPE, ball_volume, make_volume, write_case
+
+
+def run(script, *args, check=True):
+    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=REPOSITORY, capture_output=True,
+                            text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_configs_compose_with_model_and_baselines():
+    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["model=intensity_lookup", "data=brats", "data.root=/x"])
+    assert cfg.model._target_.endswith("IntensityLookup")
+    assert sorted(cfg.baselines) == ["complementary", "random", "zeros"]
+    assert cfg.baselines.random._target_.endswith("RandomNoise")
+
+
+@pytest.fixture(scope="module")
+def phantom_root(tmp_path_factory):
+    return generate_phantom(tmp_path_factory.mktemp("data"), n_subjects=8, shape=TINY_SHAPE, seed=1, workers=1)
+
+
+@pytest.mark.slow
+def test_train_synthesize_evaluate(phantom_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run("train.py", "data=brats", f"data.root={phantom_root}", "model=intensity_lookup",
+                 f"hydra.run.dir={run_dir}")
+    assert "intensity_lookup" in result.stdout and "complementary" in result.stdout
+    split = json.loads((run_dir / "split.json").read_text())["roles"]
+    predicted = [c for role, ids in split.items() if role != "train" for c in ids]
+    for case_id in predicted:
+        role = next(r for r, ids in split.items() if case_id in ids)
+        output = load_volume(run_dir / "predictions" / "intensity_lookup" / role / f"{case_id}.nii.gz")
+        t1 = load_volume(phantom_root / case_id / f"{case_id}-t1n.nii.gz")
+        assert output.data.dtype == np.float32 and output.shape == t1.shape
+        np.testing.assert_allclose(output.affine, t1.affine)
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {"intensity_lookup", "complementary", "random", "zeros"}
+    assert len(rows) == 4 * len(predicted)
+    summary = json.loads((run_dir / "summary.json").read_text())["summary"]
+    means = {(e["method"], e["role"]): e["pct_mse_brain"]["mean"] for e in summary}
+    for role in {r["role"] for r in rows}:
+        assert means[("complementary", role)] < means[("random", role)]
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "logs" / "metrics.csv").exists()
+
+    synthetic = tmp_path / "synthetic"
+    run("synthesize.py", run_dir, phantom_root / predicted[0] / f"{predicted[0]}-t1n.nii.gz", synthetic)
+    written = load_volume(synthetic / f"{predicted[0]}-t1n_t2syn.nii.gz")
+    reference = load_volume(run_dir / "predictions" / "intensity_lookup" / role / f"{predicted[0]}.nii.gz")
+    np.testing.assert_array_equal(written.data, reference.data)
+
+    result = run("evaluate.py", run_dir / "predictions", phantom_root, "--output", tmp_path / "eval")
+    rescored = list(csv.DictReader((tmp_path / "eval" / "metrics.csv").open()))
+    assert len(rescored) == len(rows)
+    mine = {(r["method"], r["case_id"]): float(r["pct_mse_brain"]) for r in rows}
+    for r in rescored:
+        assert float(r["pct_mse_brain"]) == pytest.approx(mine[(r["method"], r["case_id"])])
+
+
+@pytest.mark.slow
+def test_train_reports_bad_input_and_leaves_nothing_half_written(tmp_path):
+    volume = ball_volume()
+    names = {"t1": "C{i}-t1n.nii.gz", "t2": "C{i}-t2w.nii.gz"}
+    for i in range(4):
+        write_case(tmp_path / "data" / f"C{i}", {m: n.format(i=i) for m, n in names.items()},
+                   {"t1": volume, "t2": volume})
+    moved = make_volume(volume.data)
+    moved.affine[2, 3] += 5
+    write_case(tmp_path / "data" / "C3", {"t2": "C3-t2w.nii.gz"}, {"t2": moved})
+    result = run("train.py", "data=brats", f"data.root={tmp_path / 'data'}", "data.split_file=null",
+                 f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2
+    assert "C3-t2w.nii.gz: affine differs from t1's in case C3" in result.stderr
+    assert not list((tmp_path / "run").rglob("*.partial*"))
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.skipif(not REAL_DATA.exists(), reason="../shared/data/real is not available")
+def test_real_cases_run_through_the_same_path(tmp_path):
+    run_dir = tmp_path / "run"
+    run("train.py", "data=brats", f"data.root={REAL_DATA}", "model=complementary", "~model@baselines.zeros",
+        f"hydra.run.dir={run_dir}")
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert {r["case_id"] for r in rows} == {"BraTS-GLI-00001-000"}  # the one without a segmentation
+    assert all(r["pct_mse_tumour"] == "" and float(r["pct_mse_brain"]) > 0 for r in rows)

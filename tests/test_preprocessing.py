@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from datamodules.nifti import InvalidInputError
+from datamodules.preprocessing import brain_mask, percentile_scale, unit_scale
+from tests.conftest import ball_volume, make_volume
+
+
+@pytest.mark.parametrize("background", [0.0, -1024.0, 17.0])
+def test_brain_mask_does_not_depend_on_the_background_value(background):
+    reference = brain_mask(ball_volume(background=0.0))
+    np.testing.assert_array_equal(brain_mask(ball_volume(background=background, dtype=np.float32)), reference)
+    assert reference.sum() == (ball_volume().data > 0).sum()
+
+
+def test_brain_mask_with_a_noisy_background_and_a_dark_core():
+    volume = ball_volume(background=-5.0, dtype=np.float32)
+    data = volume.data.copy()
+    noise = np.random.default_rng(0).normal(0, 0.5, data.shape)
+    data[data == -5.0] += noise[data == -5.0]
+    data[5:7, 5:7, 4:6] = -5.0  # a core as dark as the background is still brain
+    mask = brain_mask(volume.with_data(data))
+    np.testing.assert_array_equal(mask, ball_volume().data > 0)
+
+
+def test_all_background_volume_is_an_error():
+    with pytest.raises(InvalidInputError, match="all voxels are background"):
+        brain_mask(make_volume(np.full((6, 6, 6), 3.0)))
+
+
+def test_unit_and_percentile_scales_by_hand():
+    data = np.array([[[7.0, 2.0, 4.0, 6.0]]])
+    mask = np.array([[[False, True, True, True]]])
+    np.testing.assert_allclose(unit_scale(data, mask), [[[0.0, 0.0, 0.5, 1.0]]])
+    values = np.arange(1.0, 202.0)  # 1..201: 0.5th percentile 2.0, 99.5th percentile 200.0
+    scaled = percentile_scale(values.reshape(1, 1, -1), np.ones((1, 1, 201), bool)).ravel()
+    assert scaled[0] == 0.0 and scaled[-1] == 1.0
+    assert scaled[100] == pytest.approx((101 - 2) / 198)
