@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     with bad_input_exits():
         dataset = SynthesisDataset(args.data_root, args.layout, args.label_convention, args.split_file)
         role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
-        files = sorted(p for p in args.predictions.rglob("*") if p.is_file() and is_nifti(p) and output not in p.parents)
+        files = sorted(
+            p for p in args.predictions.rglob("*") if p.is_file() and is_nifti(p) and output not in p.parents
+        )
         matched = [(p, match_case(strip_nifti_suffix(p.name), set(dataset.cases))) for p in files]
         matched = [(p, c) for p, c in matched if c is not None]
         if not matched:
@@ -59,8 +61,14 @@ def main(argv: list[str] | None = None) -> int:
             if parts and parts[-1] in dataset.split:
                 parts = parts[:-1]
             method = "/".join(parts) or args.predictions.name
-            rows.append({"method": method, "role": role_of.get(case_id, "unassigned"), "case_id": case_id,
-                         **score_prediction(load_volume(path), subject, args.region)})
+            rows.append(
+                {
+                    "method": method,
+                    "role": role_of.get(case_id, "unassigned"),
+                    "case_id": case_id,
+                    **score_prediction(load_volume(path), subject, args.region),
+                }
+            )
     summary = summarise(rows)
     write_rows_csv(rows, output / "metrics.csv")
     write_json_atomic({"primary_metric": PRIMARY_METRIC, "summary": summary}, output / "summary.json")

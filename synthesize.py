@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         except InvalidInputError as error:
             failures.append(str(error))
             print(f"error: {error}", file=sys.stderr)
-    print(f"wrote {len(inputs) - len(failures)} file(s) to {args.output}" + (f"; {len(failures)} failed" if failures else ""))
+    print(
+        f"wrote {len(inputs) - len(failures)} file(s) to {args.output}"
+        + (f"; {len(failures)} failed" if failures else "")
+    )
     return EXIT_BAD_INPUT if failures else 0
 
 

@@ -65,9 +65,7 @@ class SynthesisDataset:
     ) -> None:
         self.root = Path(root).expanduser()
         self.layout: Layout = detect_layout(self.root) if layout == "auto" else get_layout(layout)
-        self.labels: LabelConvention = get_label_convention(
-            label_convention or self.layout.default_label_convention
-        )
+        self.labels: LabelConvention = get_label_convention(label_convention or self.layout.default_label_convention)
         found = self.layout.find_cases(self.root)
         self.cases: dict[str, Case] = {}
         for case in found:
@@ -79,7 +77,9 @@ class SynthesisDataset:
         self.split_seed = split_seed
         self.split, self.split_file = self._resolve_split(split_file, proportions or PAPER_PROPORTIONS)
 
-    def _resolve_split(self, split_file: str | Path | None, proportions: Mapping[str, float]) -> tuple[Split, Path | None]:
+    def _resolve_split(
+        self, split_file: str | Path | None, proportions: Mapping[str, float]
+    ) -> tuple[Split, Path | None]:
         ids = list(self.cases)
         if split_file is not None:
             return load_split(Path(split_file), ids), Path(split_file)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from datamodules.nifti import NIFTI_SUFFIXES, InvalidInputError, strip_nifti_suffix
 
@@ -110,7 +111,7 @@ class BraTS2019Layout(_PerCaseFolderLayout):
     name = "brats2019"
     default_label_convention = "brats2019"
     separator = "_"
-    suffixes = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}
+    suffixes: ClassVar[dict[str, str]] = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "seg"}
     group_folders = ("HGG", "LGG")
 
 
@@ -118,7 +119,7 @@ class BraTS2023Layout(_PerCaseFolderLayout):
     name = "brats2023"
     default_label_convention = "brats2023"
     separator = "-"
-    suffixes = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
+    suffixes: ClassVar[dict[str, str]] = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f", "seg": "seg"}
 
 
 class PerModalityLayout(Layout):
@@ -126,7 +127,7 @@ class PerModalityLayout(Layout):
 
     name = "per_modality"
     default_label_convention = "brats2019"
-    folders = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "truth"}
+    folders: ClassVar[dict[str, str]] = {"t1": "t1", "t1ce": "t1ce", "t2": "t2", "flair": "flair", "seg": "truth"}
 
     def _split_folders(self, root: Path) -> list[Path]:
         return [p for p in sorted(root.iterdir()) if p.is_dir() and (p / "t1").is_dir()]

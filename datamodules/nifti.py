@@ -109,9 +109,8 @@ def load_volume(path: str | os.PathLike, *, label_map: bool = False) -> Volume:
         if bad:
             raise InvalidInputError(path, f"{bad} voxels are NaN or Inf")
     if label_map:
-        if np.issubdtype(data.dtype, np.floating):
-            if not np.array_equal(data, np.round(data)):
-                raise InvalidInputError(path, "segmentation holds non-integer labels")
+        if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
+            raise InvalidInputError(path, "segmentation holds non-integer labels")
         data = data.astype(np.int16)
     header = nib.Nifti1Header.from_header(image.header)
     return Volume(data=data, affine=image.affine.copy(), header=header, path=path)

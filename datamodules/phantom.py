@@ -18,7 +18,6 @@ gadolinium shortens to 350 ms on T1CE.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -114,10 +113,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], coarse: tupl
     # than cubic splines at full size.
     grid = rng.standard_normal(coarse)
     middle = tuple(max(c, -(-s // 4)) for s, c in zip(shape, coarse, strict=True))
-    grid = ndimage.zoom(grid, [m / c for m, c in zip(middle, coarse, strict=True)], order=3, grid_mode=True,
-                        mode="nearest")
-    return ndimage.zoom(grid.astype(np.float32), [s / m for s, m in zip(shape, middle, strict=True)], order=1,
-                        grid_mode=True, mode="nearest")
+    grid = ndimage.zoom(
+        grid, [m / c for m, c in zip(middle, coarse, strict=True)], order=3, grid_mode=True, mode="nearest"
+    )
+    return ndimage.zoom(
+        grid.astype(np.float32),
+        [s / m for s, m in zip(shape, middle, strict=True)],
+        order=1,
+        grid_mode=True,
+        mode="nearest",
+    )
 
 
 def phantom_affine(shape: tuple[int, int, int]) -> np.ndarray:
@@ -156,8 +161,10 @@ def make_subject(
     total = grey + white + csf
     brain = total > 0.5
     brain = ndimage.binary_fill_holes(brain)
-    fractions = {name: np.where(brain, p / np.maximum(total, 1e-6), 0.0).astype(np.float32)
-                 for name, p in (("csf", csf), ("grey_matter", grey), ("white_matter", white))}
+    fractions = {
+        name: np.where(brain, p / np.maximum(total, 1e-6), 0.0).astype(np.float32)
+        for name, p in (("csf", csf), ("grey_matter", grey), ("white_matter", white))
+    }
 
     # The tumour: an irregular ball centred in white matter, in mm.
     spacing = np.array(FIELD_OF_VIEW_MM) / np.array(shape)
@@ -169,7 +176,13 @@ def make_subject(
     relative = distance / radius_mm * (1.0 + 0.22 * _smooth_noise(rng, shape, (6, 6, 5)))
     necrosis = brain & (relative < 0.35)
     enhancing = brain & (relative < 0.6) & ~necrosis
-    oedema = brain & (relative < 1.6) & ~necrosis & ~enhancing & (fractions["white_matter"] + 0.3 * fractions["grey_matter"] > 0.3)
+    oedema = (
+        brain
+        & (relative < 1.6)
+        & ~necrosis
+        & ~enhancing
+        & (fractions["white_matter"] + 0.3 * fractions["grey_matter"] > 0.3)
+    )
     segmentation = np.zeros(shape, dtype=np.int16)
     segmentation[necrosis], segmentation[oedema], segmentation[enhancing] = 1, 2, 3
     for name, region, share in (("necrosis", necrosis, 1.0), ("enhancing", enhancing, 1.0), ("oedema", oedema, 0.85)):
@@ -178,8 +191,10 @@ def make_subject(
         fractions[name] = np.where(region, share, 0.0).astype(np.float32)
 
     # Per-subject biological variation of relaxation times (about 4 %).
-    tissues = {name: Tissue(t.t1_ms * rng.normal(1, 0.04), t.t2_ms * rng.normal(1, 0.04), t.proton_density)
-               for name, t in TISSUES.items()}
+    tissues = {
+        name: Tissue(t.t1_ms * rng.normal(1, 0.04), t.t2_ms * rng.normal(1, 0.04), t.proton_density)
+        for name, t in TISSUES.items()
+    }
     signals = tissue_signals(tissues)
     normalised_axes = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij", sparse=True)
     images: dict[str, np.ndarray] = {}
@@ -187,8 +202,14 @@ def make_subject(
         signal = sum(fractions[name] * np.float32(value) for name, value in per_tissue.items())
         coefficients = rng.normal(0.0, 0.08, size=6).astype(np.float32)
         x, y, z = normalised_axes
-        bias = np.exp(coefficients[0] * x + coefficients[1] * y + coefficients[2] * z
-                      + coefficients[3] * x * y + coefficients[4] * x * x + coefficients[5] * z * z)
+        bias = np.exp(
+            coefficients[0] * x
+            + coefficients[1] * y
+            + coefficients[2] * z
+            + coefficients[3] * x * y
+            + coefficients[4] * x * x
+            + coefficients[5] * z * z
+        )
         signal = signal * bias
         sigma = NOISE_FRACTION * float(signal[brain].mean())
         real = signal + rng.normal(0.0, sigma, size=shape).astype(np.float32)
@@ -218,7 +239,10 @@ def _write_subject(folder: Path, seed: int, index: int, shape: tuple[int, int, i
 
 
 def generate_phantom(
-    folder: str | Path, n_subjects: int = 20, shape: tuple[int, int, int] = (240, 240, 155), seed: int = 0,
+    folder: str | Path,
+    n_subjects: int = 20,
+    shape: tuple[int, int, int] = (240, 240, 155),
+    seed: int = 0,
     workers: int | None = None,
 ) -> Path:
     """Write the phantom data set into ``folder`` (BraTS 2023 layout). Subjects already there are kept,
@@ -237,13 +261,17 @@ def generate_phantom(
     else:
         for i in track(range(n_subjects), description=f"Generating phantom ({n_subjects} subjects)"):
             _write_subject(folder, seed, i, shape)
-    write_json_atomic({"generator": "datamodules.phantom", "n_subjects": n_subjects, "shape": list(shape),
-                       "seed": seed}, folder / "phantom.json")
+    write_json_atomic(
+        {"generator": "datamodules.phantom", "n_subjects": n_subjects, "shape": list(shape), "seed": seed},
+        folder / "phantom.json",
+    )
     return folder
 
 
 def default_cache_folder(n_subjects: int, shape: tuple[int, int, int], seed: int) -> Path:
-    base = Path(os.environ.get("MRI_SYNTHESIS_CACHE", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mri-synthesis"))
+    base = Path(
+        os.environ.get("MRI_SYNTHESIS_CACHE", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mri-synthesis")
+    )
     return (base / f"phantom_n{n_subjects}_{'x'.join(map(str, shape))}_seed{seed}").expanduser()
 
 

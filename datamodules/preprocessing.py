@@ -52,9 +52,7 @@ def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return scaled
 
 
-def percentile_scale(
-    data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upper: float = 99.5
-) -> np.ndarray:
+def percentile_scale(data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
     """Clip the voxels in ``mask`` to their own ``lower``/``upper`` percentiles and scale to [0, 1].
 
     The BraSyn normalisation, with percentiles taken over the brain (not the whole field of view, so a

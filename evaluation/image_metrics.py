@@ -28,7 +28,9 @@ def mean_absolute_error(prediction: np.ndarray, target: np.ndarray, region: np.n
     return float(np.mean(np.abs(prediction[region].astype(np.float64) - target[region].astype(np.float64))))
 
 
-def psnr(prediction: np.ndarray, target: np.ndarray, region: np.ndarray, data_range: float = DATA_RANGE) -> float | None:
+def psnr(
+    prediction: np.ndarray, target: np.ndarray, region: np.ndarray, data_range: float = DATA_RANGE
+) -> float | None:
     """10 log10(data_range^2 / MSE) over ``region`` (scikit-image), with the data range given explicitly
     rather than inferred from the dtype. Infinite for a perfect prediction."""
     if not region.any():
@@ -54,8 +56,11 @@ def ssim_map(prediction: np.ndarray, target: np.ndarray, region_of_interest: np.
     if min(s.stop - s.start for s in box) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs at least {SSIM_WINDOW} voxels along every axis of the brain's bounding box")
     _, local = structural_similarity(
-        target[box].astype(np.float64), prediction[box].astype(np.float64), data_range=DATA_RANGE,
-        win_size=SSIM_WINDOW, full=True,
+        target[box].astype(np.float64),
+        prediction[box].astype(np.float64),
+        data_range=DATA_RANGE,
+        win_size=SSIM_WINDOW,
+        full=True,
     )
     full[box] = local
     return full

@@ -47,7 +47,8 @@ def score_prediction(prediction: Volume, subject: Subject, region: str = "brain"
         raise ValueError(f"case {subject.case_id}: no real T2 to score against")
     if prediction.shape != subject.t2.shape or not np.allclose(prediction.affine, subject.t2.affine, atol=1e-3):
         raise InvalidInputError(
-            prediction.name, f"geometry differs from the real T2 of case {subject.case_id} "
+            prediction.name,
+            f"geometry differs from the real T2 of case {subject.case_id} "
             f"(shape {prediction.shape} vs {subject.t2.shape})",
         )
     if region not in REGIONS:
@@ -132,8 +133,7 @@ def summary_table(summary: Sequence[dict[str, Any]], title: str, metrics: Sequen
     """A rich Table of the summary: one row per method and role."""
     from rich.table import Table
 
-    metrics = metrics or ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy",
-                          "ssim_tumour")
+    metrics = metrics or ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy", "ssim_tumour")
     table = Table(title=title, caption=f"brain mask: {BRAIN_MASK_RULE}", caption_justify="left")
     for column in ("method", "role", "n", *metrics):
         header = column.replace("_", " ", 1) if column in metrics else column

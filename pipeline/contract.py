@@ -53,6 +53,11 @@ class SynthesisMethod(ABC):
         self.check_fitted()
         return self._predict(subject)
 
+    def predict_all(self, subject: Subject) -> dict[str, Volume]:
+        """Every output the method makes, by name suffix: ``""`` is :meth:`predict`'s; others (such as
+        BrainClustering's ``unfiltered``) are written and scored as methods of their own."""
+        return {"": self.predict(subject)}
+
     def _fit(self, subjects: Sequence[Subject]) -> None:  # noqa: B027 -- stateless methods learn nothing
         pass
 
@@ -89,7 +94,7 @@ class SynthesisMethod(ABC):
         arrays = self.state()
         if arrays:
             temporary = folder / f".{STATE_FILE}.partial.npz"
-            np.savez_compressed(temporary, **arrays)
+            np.savez(temporary, **arrays)
             temporary.replace(folder / STATE_FILE)
         target = f"{type(self).__module__}.{type(self).__qualname__}"
         write_json_atomic({"target": target, "hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)

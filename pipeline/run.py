@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import track
 
-from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.dataset import SynthesisDataset
 from datamodules.layouts import Case
 from datamodules.nifti import save_volume
 from datamodules.splits import TRAIN, save_split, write_json_atomic
@@ -46,7 +46,10 @@ def roles_to_predict(dataset: SynthesisDataset, roles: Sequence[str] | None) -> 
 
 
 def predict_and_score(
-    methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, roles: Sequence[str], output: Path,
+    methods: Mapping[str, SynthesisMethod],
+    dataset: SynthesisDataset,
+    roles: Sequence[str],
+    output: Path,
     region: str = "brain",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``roles`` with every method (each case is read once), write the
@@ -55,17 +58,17 @@ def predict_and_score(
     work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
     for role, case in track(work, description=f"Predicting {len(work)} cases with {len(methods)} method(s)"):
         subject = dataset.load(case, ("t1", "t2") if case.has("t2") else ("t1",))
-        for name, method in methods.items():
-            prediction = method.predict(subject)
-            save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz")
-            if subject.t2 is not None:
-                rows.append({"method": name, "role": role, "case_id": case.case_id,
-                             **score_prediction(prediction, subject, region)})
+        for method_name, method in methods.items():
+            for suffix, prediction in method.predict_all(subject).items():
+                name = f"{method_name}_{suffix}" if suffix else method_name
+                save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz")
+                if subject.t2 is not None:
+                    scores = score_prediction(prediction, subject, region)
+                    rows.append({"method": name, "role": role, "case_id": case.case_id, **scores})
     return rows
 
 
-def fit_methods(methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path,
-                primary: str) -> None:
+def fit_methods(methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path, primary: str) -> None:
     """Fit each method on the training split and save it (the primary to ``model/``)."""
     loader = lambda case: dataset.load(case, ("t1", "t2"))  # noqa: E731
     for name, method in methods.items():
@@ -86,8 +89,10 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     save_split(dataset.split, run_dir / "split.json", dataset.split_seed)
-    console.print(f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
-                  + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items()))
+    console.print(
+        f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
+        + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
+    )
     fit_methods(methods, dataset, run_dir, model_name)
     roles = roles_to_predict(dataset, cfg.get("predict_roles"))
     rows = predict_and_score(methods, dataset, roles, run_dir / "predictions", cfg.evaluation.region)
@@ -95,13 +100,17 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     summary = summarise(rows)
     if rows:
         write_rows_csv(rows, run_dir / "metrics.csv")
-    write_json_atomic({"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary},
-                      run_dir / "summary.json")
+    write_json_atomic(
+        {"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary}, run_dir / "summary.json"
+    )
     console.print(summary_table(summary, title=f"{model_name} on {dataset.root.name} ({run_dir})"))
     if logger is not None:
-        flat = {f"{e['method']}/{e['role']}/{metric}": value["mean"]
-                for e in summary for metric, value in e.items()
-                if isinstance(value, dict) and value["mean"] is not None}
+        flat = {
+            f"{e['method']}/{e['role']}/{metric}": value["mean"]
+            for e in summary
+            for metric, value in e.items()
+            if isinstance(value, dict) and value["mean"] is not None
+        }
         logger.log_metrics(flat, step=0)
         logger.finalize("success")
     return summary

@@ -14,15 +14,19 @@ from tests.conftest import ball_volume, make_volume, write_case
 def brats2019_case(root, group, name, with_seg=True):
     modalities = ["t1", "t1ce", "t2", "flair"] + (["seg"] if with_seg else [])
     volume = ball_volume()
-    write_case(root / group / name, {m: f"{name}_{m}.nii.gz" for m in modalities},
-               {m: volume.with_data((volume.data > 0).astype(np.int16)) if m == "seg" else volume for m in modalities})
+    write_case(
+        root / group / name,
+        {m: f"{name}_{m}.nii.gz" for m in modalities},
+        {m: volume.with_data((volume.data > 0).astype(np.int16)) if m == "seg" else volume for m in modalities},
+    )
 
 
 def brats2023_case(root, name, with_seg=True, seg_value=1):
     suffixes = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"} | ({"seg": "seg"} if with_seg else {})
     volume = ball_volume()
-    volumes = {m: volume.with_data((volume.data > 0).astype(np.int16) * seg_value) if m == "seg" else volume
-               for m in suffixes}
+    volumes = {
+        m: volume.with_data((volume.data > 0).astype(np.int16) * seg_value) if m == "seg" else volume for m in suffixes
+    }
     write_case(root / name, {m: f"{name}-{s}.nii.gz" for m, s in suffixes.items()}, volumes)
 
 
@@ -51,8 +55,9 @@ def test_brats2023_layout_and_missing_modality(tmp_path):
 def test_per_modality_layout_uses_its_split_folders(tmp_path):
     volume = ball_volume()
     for split, name in (("train", "p1"), ("train", "p2"), ("test", "p3")):
-        write_case(tmp_path / split, {"t1": f"t1/{name}.nii.gz", "t2": f"t2/{name}.nii.gz"},
-                   {"t1": volume, "t2": volume})
+        write_case(
+            tmp_path / split, {"t1": f"t1/{name}.nii.gz", "t2": f"t2/{name}.nii.gz"}, {"t1": volume, "t2": volume}
+        )
     dataset = SynthesisDataset(tmp_path)
     assert dataset.layout.name == "per_modality"
     assert dataset.split == {"test": ["p3"], "train": ["p1", "p2"]}
@@ -64,7 +69,9 @@ def test_unknown_layout_and_unknown_labels(tmp_path):
         detect_layout(tmp_path / "empty")
     brats2023_case(tmp_path / "data", "C1", seg_value=4)
     dataset = SynthesisDataset(tmp_path / "data")
-    with pytest.raises(InvalidInputError, match=r"C1-seg\.nii\.gz: unknown segmentation labels \[4\] for the brats2023"):
+    with pytest.raises(
+        InvalidInputError, match=r"C1-seg\.nii\.gz: unknown segmentation labels \[4\] for the brats2023"
+    ):
         dataset.load(dataset.cases["C1"])
     # The same file is valid under the brats2019 convention, chosen explicitly.
     SynthesisDataset(tmp_path / "data", label_convention="brats2019").load(dataset.cases["C1"])

@@ -28,7 +28,8 @@ def test_ssim_of_one_window_by_hand():
     c1, c2 = 0.01**2, 0.03**2
     cov = np.cov(np.stack([x.ravel(), y.ravel()]))  # sample (n - 1) covariance
     expected = ((2 * x.mean() * y.mean() + c1) * (2 * cov[0, 1] + c2)) / (
-        (x.mean() ** 2 + y.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2))
+        (x.mean() ** 2 + y.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2)
+    )
     assert local[3, 3, 3] == pytest.approx(expected, rel=1e-6)
     assert ssim_map(x, x, np.ones((7, 7, 7), bool))[3, 3, 3] == pytest.approx(1.0)
 
@@ -36,7 +37,9 @@ def test_ssim_of_one_window_by_hand():
 def subject_with(t2_data, seg_data=None, shape=(12, 12, 10)):
     t1 = ball_volume(shape)
     return Subject(
-        case_id="c", t1=t1, t2=t1.with_data(t2_data),
+        case_id="c",
+        t1=t1,
+        t2=t1.with_data(t2_data),
         segmentation=None if seg_data is None else t1.with_data(seg_data.astype(np.int16)),
     )
 
@@ -67,8 +70,10 @@ def test_tumour_metrics_are_na_without_segmentation_and_geometry_is_checked():
 
 
 def test_summary_skips_na_values():
-    rows = [{"method": "m", "role": "test", "pct_mse_brain": 0.1, "pct_mse_tumour": None},
-            {"method": "m", "role": "test", "pct_mse_brain": 0.3, "pct_mse_tumour": 0.2}]
+    rows = [
+        {"method": "m", "role": "test", "pct_mse_brain": 0.1, "pct_mse_tumour": None},
+        {"method": "m", "role": "test", "pct_mse_brain": 0.3, "pct_mse_tumour": 0.2},
+    ]
     (entry,) = summarise(rows)
     assert entry["pct_mse_brain"]["mean"] == pytest.approx(0.2)
     assert entry["pct_mse_brain"]["sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))

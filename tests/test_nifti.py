@@ -34,7 +34,8 @@ def test_synthetic_output_is_float32_with_input_geometry(tmp_path):
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def broken_save(image, filename):
-        open(filename, "wb").write(b"half")
+        with open(filename, "wb") as stream:
+            stream.write(b"half")
         raise OSError("disk full")
 
     monkeypatch.setattr(nifti.nib, "save", broken_save)
@@ -59,7 +60,7 @@ def test_truncated_gzip(tmp_path):
 def test_not_a_nifti(tmp_path):
     path = tmp_path / "junk.nii.gz"
     path.write_bytes(gzip.compress(b"this is not an image"))
-    with pytest.raises(InvalidInputError, match="junk.nii.gz"):
+    with pytest.raises(InvalidInputError, match=r"junk\.nii\.gz"):
         load_volume(path)
 
 

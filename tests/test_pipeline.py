@@ -15,8 +15,9 @@ from tests.conftest import REAL_DATA, REPOSITORY, TINY_SHAPE, ball_volume, make_
 
 
 def run(script, *args, check=True):
-    result = subprocess.run([sys.executable, script, *map(str, args)], cwd=REPOSITORY, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=REPOSITORY, capture_output=True, text=True, timeout=600
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -38,8 +39,9 @@ def phantom_root(tmp_path_factory):
 @pytest.mark.slow
 def test_train_synthesize_evaluate(phantom_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = run("train.py", "data=brats", f"data.root={phantom_root}", "model=intensity_lookup",
-                 f"hydra.run.dir={run_dir}")
+    result = run(
+        "train.py", "data=brats", f"data.root={phantom_root}", "model=intensity_lookup", f"hydra.run.dir={run_dir}"
+    )
     assert "intensity_lookup" in result.stdout and "complementary" in result.stdout
     split = json.loads((run_dir / "split.json").read_text())["roles"]
     predicted = [c for role, ids in split.items() if role != "train" for c in ids]
@@ -77,13 +79,20 @@ def test_train_reports_bad_input_and_leaves_nothing_half_written(tmp_path):
     volume = ball_volume()
     names = {"t1": "C{i}-t1n.nii.gz", "t2": "C{i}-t2w.nii.gz"}
     for i in range(4):
-        write_case(tmp_path / "data" / f"C{i}", {m: n.format(i=i) for m, n in names.items()},
-                   {"t1": volume, "t2": volume})
+        write_case(
+            tmp_path / "data" / f"C{i}", {m: n.format(i=i) for m, n in names.items()}, {"t1": volume, "t2": volume}
+        )
     moved = make_volume(volume.data)
     moved.affine[2, 3] += 5
     write_case(tmp_path / "data" / "C3", {"t2": "C3-t2w.nii.gz"}, {"t2": moved})
-    result = run("train.py", "data=brats", f"data.root={tmp_path / 'data'}", "data.split_file=null",
-                 f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    result = run(
+        "train.py",
+        "data=brats",
+        f"data.root={tmp_path / 'data'}",
+        "data.split_file=null",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
     assert result.returncode == 2
     assert "C3-t2w.nii.gz: affine differs from t1's in case C3" in result.stderr
     assert not list((tmp_path / "run").rglob("*.partial*"))
@@ -94,8 +103,14 @@ def test_train_reports_bad_input_and_leaves_nothing_half_written(tmp_path):
 @pytest.mark.skipif(not REAL_DATA.exists(), reason="../shared/data/real is not available")
 def test_real_cases_run_through_the_same_path(tmp_path):
     run_dir = tmp_path / "run"
-    run("train.py", "data=brats", f"data.root={REAL_DATA}", "model=complementary", "~model@baselines.zeros",
-        f"hydra.run.dir={run_dir}")
+    run(
+        "train.py",
+        "data=brats",
+        f"data.root={REAL_DATA}",
+        "model=complementary",
+        "~model@baselines.zeros",
+        f"hydra.run.dir={run_dir}",
+    )
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert {r["case_id"] for r in rows} == {"BraTS-GLI-00001-000"}  # the one without a segmentation
     assert all(r["pct_mse_tumour"] == "" and float(r["pct_mse_brain"]) > 0 for r in rows)
