@@ -188,8 +188,12 @@ def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
         values_out.append(merged)
         counts_out.append(counts)
         offsets.append(offsets[-1] + unique_keys.size)
-    return Tables(np.concatenate(keys_out), np.concatenate(values_out), np.concatenate(counts_out),
-                  np.array(offsets, dtype=np.int64))
+    return Tables(
+        np.concatenate(keys_out),
+        np.concatenate(values_out),
+        np.concatenate(counts_out),
+        np.array(offsets, dtype=np.int64),
+    )
 
 
 def look_up(keys: np.ndarray, values: np.ndarray, x: np.ndarray, through_origin: bool) -> np.ndarray:
@@ -237,7 +241,12 @@ class BrainClustering(SynthesisMethod):
     """
 
     def __init__(
-        self, mode: str = "train", w: int = 5, macro: int = 4, micro: int = 100, setting: str = "paper",
+        self,
+        mode: str = "train",
+        w: int = 5,
+        macro: int = 4,
+        micro: int = 100,
+        setting: str = "paper",
         median_filter: bool = True,
     ) -> None:
         if mode not in MODES:
@@ -249,7 +258,9 @@ class BrainClustering(SynthesisMethod):
         if micro < 1:
             raise ValueError(f"micro must be positive, got {micro}")
         if setting == "reference" and micro % macro:
-            raise ValueError(f"with setting=reference, micro ({micro}) is a total and must be divisible by macro ({macro})")
+            raise ValueError(
+                f"with setting=reference, micro ({micro}) is a total and must be divisible by macro ({macro})"
+            )
         if w < 1:
             raise ValueError(f"w must be positive, got {w}")
         self.mode, self.w, self.macro, self.micro = mode, w, macro, micro
@@ -278,14 +289,25 @@ class BrainClustering(SynthesisMethod):
             prepared = self.prepare(subject, with_t2=True)
             voxels = prepared.training_voxels
             if voxels.sum() < self.macro * self.micro_per_tissue:
-                raise ValueError(f"case {subject.case_id}: too few brain voxels ({voxels.sum()}) for "
-                                 f"{self.macro} x {self.micro_per_tissue} clusters")
-            rows.append(patient_rows(prepared.t1[voxels], prepared.t2[voxels], self.macro, self.micro_per_tissue,
-                                     skip_disjoint=self.setting == "paper"))
+                raise ValueError(
+                    f"case {subject.case_id}: too few brain voxels ({voxels.sum()}) for "
+                    f"{self.macro} x {self.micro_per_tissue} clusters"
+                )
+            rows.append(
+                patient_rows(
+                    prepared.t1[voxels],
+                    prepared.t2[voxels],
+                    self.macro,
+                    self.micro_per_tissue,
+                    skip_disjoint=self.setting == "paper",
+                )
+            )
             if self.mode == "search":
                 if shape is not None and prepared.t1.shape != shape:
-                    raise ValueError(f"case {subject.case_id}: Search mode needs one volume shape, "
-                                     f"got {prepared.t1.shape} and {shape}")
+                    raise ValueError(
+                        f"case {subject.case_id}: Search mode needs one volume shape, "
+                        f"got {prepared.t1.shape} and {shape}"
+                    )
                 shape = prepared.t1.shape
                 box = _bounding_box(prepared.t1)
                 boxes.append([(s.start, s.stop) for s in box])
@@ -305,8 +327,9 @@ class BrainClustering(SynthesisMethod):
         """Mean squared difference of a preprocessed query T1 to each training patient's, over the
         whole volume, background included (training T1s are zero outside their cached box)."""
         if tuple(t1.shape) != tuple(self.search_shape_):
-            raise ValueError(f"Search mode: query shape {t1.shape} differs from the training shape "
-                             f"{tuple(self.search_shape_)}")
+            raise ValueError(
+                f"Search mode: query shape {t1.shape} differs from the training shape {tuple(self.search_shape_)}"
+            )
         query = t1.astype(np.float32)
         total_square = float(np.square(query, dtype=np.float64).sum())
         distances = np.empty(len(self.search_t1_))
@@ -351,8 +374,9 @@ class BrainClustering(SynthesisMethod):
 
     def predict_all(self, subject: Subject) -> dict[str, Volume]:
         unfiltered, filtered = self.synthesise(subject)
-        main, other, other_name = (filtered, unfiltered, "unfiltered") if self.median_filter else (
-            unfiltered, filtered, "median")
+        main, other, other_name = (
+            (filtered, unfiltered, "unfiltered") if self.median_filter else (unfiltered, filtered, "median")
+        )
         return {"": subject.t1.with_data(main), other_name: subject.t1.with_data(other)}
 
     # -- persistence ---------------------------------------------------------------------------
@@ -360,8 +384,10 @@ class BrainClustering(SynthesisMethod):
     def state(self) -> dict[str, np.ndarray]:
         counts = [len(r.key) for r in self.patient_rows_]
         arrays = {
-            "table_keys": self.tables_.keys, "table_values": self.tables_.values,
-            "table_counts": self.tables_.counts, "table_offsets": self.tables_.offsets,
+            "table_keys": self.tables_.keys,
+            "table_values": self.tables_.values,
+            "table_counts": self.tables_.counts,
+            "table_offsets": self.tables_.offsets,
             "rows_per_patient": np.array(counts, dtype=np.int64),
             **{f"rows_{f}": getattr(TableRows.concatenate(self.patient_rows_), f) for f in ("tissue", "key", "value")},
         }
@@ -371,8 +397,9 @@ class BrainClustering(SynthesisMethod):
         return arrays
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.tables_ = Tables(arrays["table_keys"], arrays["table_values"], arrays["table_counts"],
-                              arrays["table_offsets"])
+        self.tables_ = Tables(
+            arrays["table_keys"], arrays["table_values"], arrays["table_counts"], arrays["table_offsets"]
+        )
         bounds = np.concatenate([[0], np.cumsum(arrays["rows_per_patient"])])
         self.patient_rows_ = [
             TableRows(*(arrays[f"rows_{f}"][start:stop] for f in ("tissue", "key", "value")))

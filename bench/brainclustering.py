@@ -1,0 +1,80 @@
+"""BrainClustering speed on full-size (240 x 240 x 155) phantom subjects. Prints numbers; not a test.
+
+    python bench/brainclustering.py [--subjects 50] [--macro 4] [--micro 100]
+
+Times, per setting (paper, reference): training per patient (preprocessing + clusterings + matching,
+volumes already in memory; reading is timed separately), a Train&Test query, a Search query with
+w = 10 over all training patients, and the Search cost projected to 270 training patients from the
+measured per-patient distance cost. Peak memory is the process's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from clustering.brainclustering import BrainClustering
+from datamodules.phantom import phantom_dataset
+
+
+def seconds(function, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=51, help="phantom subjects: all but one train")
+    parser.add_argument("--macro", type=int, default=4)
+    parser.add_argument("--micro", type=int, default=100)
+    args = parser.parse_args()
+
+    dataset = phantom_dataset(n_subjects=args.subjects, shape=(240, 240, 155), seed=0)
+    cases = sorted(dataset.cases.values(), key=lambda c: c.case_id)
+    start = time.perf_counter()
+    subjects = [dataset.load(case) for case in cases]
+    read = (time.perf_counter() - start) / len(subjects)
+    for subject in subjects:
+        subject.brain  # noqa: B018 -- the brain mask is part of loading, not of the method
+    query, training = subjects[0], subjects[1:]
+    print(
+        f"{len(training)} training patients, 240x240x155, brain voxels per patient "
+        f"~{np.mean([s.brain.sum() for s in training]) / 1e6:.2f} M; reading T1+T2 {read:.2f} s per patient"
+    )
+
+    for setting in ("paper", "reference"):
+        micro = args.micro if setting == "paper" else args.micro - args.micro % args.macro
+        search = BrainClustering(mode="search", w=10, macro=args.macro, micro=micro, setting=setting)
+        start = time.perf_counter()
+        search.fit(training)
+        per_patient = (time.perf_counter() - start) / len(training)
+        train_mode = BrainClustering(mode="train", macro=args.macro, micro=micro, setting=setting)
+        train_mode.tables_, train_mode.patient_rows_, train_mode.fitted_ = search.tables_, search.patient_rows_, True
+        query_time = seconds(lambda m=train_mode: m.synthesise(query))
+        search_time = seconds(lambda m=search: m.synthesise(query))
+        prepared = search.prepare(query, with_t2=False)
+        distance_time = seconds(lambda m=search, p=prepared: m.distances(p.t1))
+        projected = search_time + distance_time * (270 / len(training) - 1)
+        rows = sum(len(r.key) for r in search.patient_rows_)
+        print(
+            f"[{setting}] macro {args.macro}, micro {micro} ({search.micro_per_tissue} per tissue), {rows} table rows"
+        )
+        print(f"  training: {per_patient:.2f} s per patient (x270 = {per_patient * 270 / 60:.1f} min)")
+        print(f"  Train&Test query: {query_time:.2f} s (unfiltered + median)")
+        print(
+            f"  Search w=10 query over {len(training)}: {search_time:.2f} s "
+            f"(distances {distance_time:.2f} s); projected over 270: {projected:.2f} s"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"peak memory (max RSS): {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()

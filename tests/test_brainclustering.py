@@ -1,0 +1,143 @@
+import kmeans1d
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from clustering.brainclustering import (
+    BrainClustering,
+    TableRows,
+    build_tables,
+    look_up,
+    match_labels,
+    median_per_axial_slice,
+    patient_rows,
+)
+from clustering.kmeans import cluster_values, weighted_kmeans_1d
+from datamodules.dataset import Subject
+from pipeline.contract import SynthesisMethod
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_weighted_kmeans_equals_kmeans1d_on_raw_values_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 60, size=500).astype(float)  # many ties
+    for k in (1, 2, 3, 7, 20):
+        ours = cluster_values(values, k)
+        labels, centroids = kmeans1d.cluster(values, k)
+        np.testing.assert_array_equal(ours.labels, labels)
+        np.testing.assert_allclose(ours.centroids, centroids)
+        expected_cost = ((values - np.asarray(centroids)[labels]) ** 2).sum()
+        assert ours.cost == pytest.approx(expected_cost, rel=1e-9, abs=1e-9)
+
+
+def test_weighted_kmeans_by_hand_and_with_more_clusters_than_points():
+    # Points 0 (x3), 1 (x1), 10 (x2): two clusters {0, 1} and {10}; cost = 3*0.25^2 + 0.75^2.
+    result = weighted_kmeans_1d(np.array([0.0, 1.0, 10.0]), np.array([3, 1, 2]), 2)
+    np.testing.assert_array_equal(result.labels, [0, 0, 1])
+    np.testing.assert_allclose(result.centroids, [0.25, 10.0])
+    assert result.cost == pytest.approx(3 * 0.25**2 + 0.75**2)
+    small = weighted_kmeans_1d(np.array([1.0, 2.0]), np.array([1, 1]), 4)
+    np.testing.assert_array_equal(small.labels, [0, 1])
+    assert np.isnan(small.centroids[2:]).all()
+
+
+def test_hungarian_matching_maximises_overlap():
+    overlap = np.array([[10, 9], [9, 0]])  # greedy (0,0)=10 -> (1,1)=0: total 10; optimum 9 + 9 = 18
+    np.testing.assert_array_equal(match_labels(overlap), [1, 0])
+
+
+def test_table_update_paper_and_reference():
+    rows = TableRows(np.array([0, 0, 0, 1]), np.array([0.5, 0.5, 0.5, 0.2]), np.array([0.6, 0.2, 0.5, 0.9]))
+    paper = build_tables(rows, macro=2, absolute_update=False)
+    keys, values = paper.table(0)
+    np.testing.assert_allclose(keys, [0.5])
+    np.testing.assert_allclose(values, [(0.6 + 0.2 + 0.5) / 3])  # eq. (1) is the running mean
+    # Reference: f = 0.6; n=2: f += |0.2 - 0.6| / 2 -> 0.8; n=3: f += |0.5 - 0.8| / 3 -> 0.9
+    reference = build_tables(rows, macro=2, absolute_update=True)
+    np.testing.assert_allclose(reference.table(0)[1], [0.9])
+    np.testing.assert_array_equal(reference.counts[:1], [3])
+
+
+def test_empty_tissue_takes_every_row():
+    rows = TableRows(np.array([0, 0]), np.array([0.1, 0.4]), np.array([0.8, 0.2]))
+    keys, values = build_tables(rows, macro=3, absolute_update=False).table(2)
+    np.testing.assert_allclose(keys, [0.1, 0.4])
+
+
+def test_lookup_hit_interpolation_and_both_out_of_range_rules():
+    keys, values = np.array([0.2, 0.4, 0.8]), np.array([0.6, 0.2, 0.4])
+    x = np.array([0.4, 0.3, 0.1, 0.9])
+    np.testing.assert_allclose(look_up(keys, values, x, through_origin=False), [0.2, 0.4, 0.6, 0.4])
+    np.testing.assert_allclose(look_up(keys, values, x, through_origin=True), [0.2, 0.4, 0.3, 0.45])
+
+
+def test_median_filter_equals_a_per_slice_3x3_median():
+    rng = np.random.default_rng(0)
+    volume = np.zeros((12, 11, 5), np.float32)
+    volume[3:9, 2:8, 1:4] = rng.random((6, 6, 3))
+    expected = np.stack([ndimage.median_filter(volume[:, :, z], size=3, mode="nearest") for z in range(5)], axis=2)
+    np.testing.assert_array_equal(median_per_axial_slice(volume), expected)
+
+
+def test_reference_setting_reproduces_a_hand_worked_example():
+    # Two tissues of two shades each (reference: micro=4 total -> 2 per tissue). T1 values and the
+    # T2 of the same voxels: shades of T1 {1,2}->T2 {9,8} and T1 {6,7}->T2 {3,2} (T2 order reversed).
+    t1 = np.array([1.0, 1.0, 2.0, 2.0, 6.0, 6.0, 7.0, 7.0])
+    t2 = np.array([9.0, 9.0, 8.0, 8.0, 3.0, 3.0, 2.0, 2.0])
+    rows = patient_rows(t1, t2, macro=2, micro=2, skip_disjoint=False)
+    # Tissue 0 (T1 dark) matches T2's bright tissue; its shades: T1 1 -> T2 9, T1 2 -> T2 8.
+    assert sorted(zip(rows.tissue.tolist(), rows.key.tolist(), rows.value.tolist(), strict=True)) == [
+        (0, 1.0, 9.0), (0, 2.0, 8.0), (1, 6.0, 3.0), (1, 7.0, 2.0),
+    ]  # fmt: skip
+
+
+def phantom_subjects(dataset, role="train"):
+    return [dataset.load(case, ("t1", "t2")) for case in dataset.cases_in(role)]
+
+
+@pytest.mark.parametrize("setting", ["paper", "reference"])
+def test_fit_predict_round_trip(tiny_phantom, tmp_path, setting):
+    subjects = phantom_subjects(tiny_phantom)
+    method = BrainClustering(mode="search", w=2, macro=3, micro=6, setting=setting).fit(subjects)
+    query = subjects[0]
+    outputs = method.predict_all(query)
+    assert set(outputs) == {"", "unfiltered"}
+    assert outputs[""].shape == query.t1.shape and outputs[""].data.dtype == np.float32
+    loaded = SynthesisMethod.load(method.save(tmp_path / "model"))
+    np.testing.assert_array_equal(loaded.predict(query).data, outputs[""].data)
+
+
+def test_search_picks_the_nearest_patients(tiny_phantom):
+    subjects = phantom_subjects(tiny_phantom)
+    method = BrainClustering(mode="search", w=2, macro=3, micro=4).fit(subjects)
+    query = Subject(case_id="q", t1=subjects[2].t1)
+    prepared = method.prepare(query, with_t2=False)
+    distances = method.distances(prepared.t1)
+    assert distances[2] == pytest.approx(0.0, abs=1e-12)  # a patient is nearest to itself
+    t1s = [method.prepare(s, with_t2=False).t1 for s in subjects]
+    np.testing.assert_allclose(distances, [np.mean((prepared.t1 - t) ** 2) for t in t1s], rtol=1e-5)
+    assert method.neighbours(prepared.t1).tolist() == np.argsort(distances, kind="stable")[:2].tolist()
+
+
+def test_bad_hyperparameters():
+    with pytest.raises(ValueError, match="macro must be between 3 and 6"):
+        BrainClustering(macro=2)
+    with pytest.raises(ValueError, match="must be divisible by macro"):
+        BrainClustering(macro=3, micro=100, setting="reference")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        BrainClustering(mode="nearest")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["train", "search"])
+def test_brainclustering_beats_complementary_on_a_small_phantom(tmp_path_factory, mode):
+    from clustering.baselines import Complementary
+    from datamodules.phantom import phantom_dataset
+    from evaluation.scoring import score_prediction
+
+    dataset = phantom_dataset(n_subjects=8, shape=(64, 64, 40), seed=2, root=tmp_path_factory.mktemp("phantom64"))
+    method = BrainClustering(mode=mode, w=3, macro=4, micro=10).fit(phantom_subjects(dataset))
+    tests = [dataset.load(c) for role in dataset.roles if role != "train" for c in dataset.cases_in(role)]
+    ours = np.mean([score_prediction(method.predict(s), s)["pct_mse_brain"] for s in tests])
+    baseline = np.mean([score_prediction(Complementary().predict(s), s)["pct_mse_brain"] for s in tests])
+    assert ours < baseline
