@@ -24,6 +24,7 @@ preprocessed T1 are cached by ``fit``, so a query never re-reads or re-clusters 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -403,7 +404,7 @@ class BrainClustering(SynthesisMethod):
         bounds = np.concatenate([[0], np.cumsum(arrays["rows_per_patient"])])
         self.patient_rows_ = [
             TableRows(*(arrays[f"rows_{f}"][start:stop] for f in ("tissue", "key", "value")))
-            for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+            for start, stop in itertools.pairwise(bounds)
         ]
         if self.mode == "search":
             self.search_shape_ = arrays["search_shape"]

@@ -60,7 +60,7 @@ def test_table_update_paper_and_reference():
 
 def test_empty_tissue_takes_every_row():
     rows = TableRows(np.array([0, 0]), np.array([0.1, 0.4]), np.array([0.8, 0.2]))
-    keys, values = build_tables(rows, macro=3, absolute_update=False).table(2)
+    keys, _values = build_tables(rows, macro=3, absolute_update=False).table(2)
     np.testing.assert_allclose(keys, [0.1, 0.4])
 
 
