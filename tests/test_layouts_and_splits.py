@@ -117,3 +117,15 @@ def test_bad_split_file(tmp_path):
     path.write_text(json.dumps({"roles": {"train": ["a"], "test": ["zz"]}}))
     with pytest.raises(InvalidInputError, match=r"split\.json: role 'test' names cases not in the data set: \['zz'\]"):
         load_split(path, ["a", "b"])
+
+
+def test_read_only_data_folder_is_never_written(tmp_path):
+    for i in range(3):
+        brats2023_case(tmp_path, f"C{i}")
+    tmp_path.chmod(0o555)
+    try:
+        dataset = SynthesisDataset(tmp_path)
+        assert dataset.split_file is None and not (tmp_path / "split_seed0.json").exists()
+        assert sum(len(ids) for ids in dataset.split.values()) == 3
+    finally:
+        tmp_path.chmod(0o755)

@@ -114,3 +114,18 @@ def test_real_cases_run_through_the_same_path(tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert {r["case_id"] for r in rows} == {"BraTS-GLI-00001-000"}  # the one without a segmentation
     assert all(r["pct_mse_tumour"] == "" and float(r["pct_mse_brain"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_synthesize_a_folder_reports_a_bad_file_and_writes_the_rest(phantom_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run("train.py", "data=brats", f"data.root={phantom_root}", "model=complementary", "baselines=null",
+        "logger=none", f"hydra.run.dir={run_dir}")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    good = phantom_root / "PHANTOM-00000-000" / "PHANTOM-00000-000-t1n.nii.gz"
+    (inputs / "good.nii.gz").write_bytes(good.read_bytes())
+    (inputs / "bad.nii.gz").write_bytes(good.read_bytes()[:500])
+    result = run("synthesize.py", run_dir, inputs, tmp_path / "out", check=False)
+    assert result.returncode == 2 and "bad.nii.gz" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_t2syn.nii.gz"]
