@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from clustering.kmeans import cluster_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.preprocessing import brain_mask, percentile_scale, unit_scale
+from datamodules.preprocessing import bounding_box, brain_mask, percentile_scale, unit_scale
 from pipeline.contract import SynthesisMethod
 
 MODES = ("train", "search")
@@ -240,7 +240,7 @@ def median_per_axial_slice(volume: np.ndarray) -> np.ndarray:
     Computed on the bounding box of the non-zero voxels grown by one voxel: outside it every 3x3
     neighbourhood is all zero, so the result equals filtering the whole volume.
     """
-    box = _bounding_box(volume, margin=1)
+    box = bounding_box(volume, margin=1)
     filtered = np.zeros_like(volume)
     filtered[box] = _median_3x3_per_slice(np.ascontiguousarray(volume[box]))
     return filtered
@@ -332,7 +332,7 @@ class BrainClustering(SynthesisMethod):
                         f"got {prepared.t1.shape} and {shape}"
                     )
                 shape = prepared.t1.shape
-                box = _bounding_box(prepared.t1)
+                box = bounding_box(prepared.t1)
                 boxes.append([(s.start, s.stop) for s in box])
                 crops.append(prepared.t1[box].astype(np.float32))
         if not rows:
@@ -432,15 +432,3 @@ class BrainClustering(SynthesisMethod):
             self.search_shape_ = arrays["search_shape"]
             self.search_boxes_ = arrays["search_boxes"]
             self.search_t1_ = [arrays[f"search_t1_{i:05d}"] for i in range(len(self.patient_rows_))]
-
-
-def _bounding_box(volume: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """The smallest box holding every non-zero voxel, grown by ``margin`` (empty for an empty volume)."""
-    box = []
-    for axis in range(volume.ndim):
-        others = tuple(a for a in range(volume.ndim) if a != axis)
-        occupied = np.flatnonzero(volume.any(axis=others))
-        if not occupied.size:
-            return tuple(slice(0, 0) for _ in volume.shape)
-        box.append(slice(max(int(occupied[0]) - margin, 0), int(occupied[-1]) + 1 + margin))
-    return tuple(box)

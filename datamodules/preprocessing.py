@@ -67,3 +67,15 @@ def percentile_scale(data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upp
     if high > low:
         scaled[mask] = ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
     return scaled
+
+
+def bounding_box(volume: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """The smallest box holding every non-zero voxel, grown by ``margin`` (empty for an empty volume)."""
+    box = []
+    for axis in range(volume.ndim):
+        others = tuple(a for a in range(volume.ndim) if a != axis)
+        occupied = np.flatnonzero(volume.any(axis=others))
+        if not occupied.size:
+            return tuple(slice(0, 0) for _ in volume.shape)
+        box.append(slice(max(int(occupied[0]) - margin, 0), min(int(occupied[-1]) + 1 + margin, volume.shape[axis])))
+    return tuple(box)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from datamodules.preprocessing import bounding_box
+
 SSIM_WINDOW = 7  # voxels per side of the uniform 3-D window (scikit-image's default)
 DATA_RANGE = 1.0  # every metric below compares images on a [0, 1] scale
 
@@ -48,11 +50,7 @@ def ssim_map(prediction: np.ndarray, target: np.ndarray, region_of_interest: np.
     full = np.full(target.shape, np.nan, dtype=np.float64)
     if not region_of_interest.any():
         return full
-    margin = SSIM_WINDOW // 2
-    box = tuple(
-        slice(max(int(idx.min()) - margin, 0), min(int(idx.max()) + margin + 1, size))
-        for idx, size in zip(np.nonzero(region_of_interest), target.shape, strict=True)
-    )
+    box = bounding_box(region_of_interest, margin=SSIM_WINDOW // 2)
     if min(s.stop - s.start for s in box) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs at least {SSIM_WINDOW} voxels along every axis of the brain's bounding box")
     _, local = structural_similarity(
