@@ -17,7 +17,9 @@ from pipeline.run import run_experiment
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     with bad_input_exits():
-        run_experiment(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices["model"])
+        run_experiment(
+            cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices["model"], hydra_cfg.overrides.task
+        )
 
 
 if __name__ == "__main__":

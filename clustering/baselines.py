@@ -14,7 +14,7 @@ import numpy as np
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.preprocessing import percentile_scale, unit_scale
-from pipeline.contract import SynthesisMethod
+from pipeline.contract import FitContext, SynthesisMethod
 
 
 def normalised_t1(subject: Subject) -> np.ndarray:
@@ -85,7 +85,7 @@ class IntensityLookup(SynthesisMethod):
     def _bin_of(self, t1: np.ndarray) -> np.ndarray:
         return np.minimum((t1 * self.bins).astype(np.int64), self.bins - 1)
 
-    def _fit(self, subjects: Sequence[Subject]) -> None:
+    def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         sums = np.zeros(self.bins)
         counts = np.zeros(self.bins)
         for subject in subjects:

@@ -28,15 +28,14 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from clustering.kmeans import cluster_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.preprocessing import bounding_box, brain_mask, percentile_scale, unit_scale
-from pipeline.contract import SynthesisMethod
+from datamodules.preprocessing import bounding_box, brain_mask, median_per_axial_slice, percentile_scale, unit_scale
+from pipeline.contract import FitContext, SynthesisMethod
 
 MODES = ("train", "search")
 SETTINGS = ("paper", "reference")
@@ -209,43 +208,6 @@ def look_up(keys: np.ndarray, values: np.ndarray, x: np.ndarray, through_origin:
     return result
 
 
-@numba.njit(cache=True)
-def _median_3x3_per_slice(volume):  # pragma: no cover - compiled
-    size_x, size_y, size_z = volume.shape
-    filtered = np.empty_like(volume)
-    window = np.empty(9, dtype=volume.dtype)
-    for x in range(size_x):
-        for y in range(size_y):
-            for z in range(size_z):
-                count = 0
-                for dx in range(-1, 2):
-                    xx = min(max(x + dx, 0), size_x - 1)
-                    for dy in range(-1, 2):
-                        yy = min(max(y + dy, 0), size_y - 1)
-                        value = volume[xx, yy, z]
-                        position = count  # insertion sort: nine values
-                        while position > 0 and window[position - 1] > value:
-                            window[position] = window[position - 1]
-                            position -= 1
-                        window[position] = value
-                        count += 1
-                filtered[x, y, z] = window[4]
-    return filtered
-
-
-def median_per_axial_slice(volume: np.ndarray) -> np.ndarray:
-    """3x3 median in every slice along axis 2, replicated borders (the reference's cv2.medianBlur,
-    identical to ``scipy.ndimage.median_filter(size=(3, 3, 1), mode="nearest")``, 10x faster).
-
-    Computed on the bounding box of the non-zero voxels grown by one voxel: outside it every 3x3
-    neighbourhood is all zero, so the result equals filtering the whole volume.
-    """
-    box = bounding_box(volume, margin=1)
-    filtered = np.zeros_like(volume)
-    filtered[box] = _median_3x3_per_slice(np.ascontiguousarray(volume[box]))
-    return filtered
-
-
 # -- the method ----------------------------------------------------------------------------------
 
 
@@ -306,7 +268,7 @@ class BrainClustering(SynthesisMethod):
         training = brain & brain_mask(subject.t2) if with_t2 else None
         return Prepared(t1, t2, training, brain)
 
-    def _fit(self, subjects: Sequence[Subject]) -> None:
+    def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         rows, boxes, crops, shape = [], [], [], None
         for subject in subjects:
             prepared = self.prepare(subject, with_t2=True)

@@ -18,6 +18,7 @@ import numpy as np
 from datamodules.nifti import InvalidInputError
 
 TRAIN = "train"
+VALIDATION = "validation"
 # The paper's Table 1 (460 BraTS 2019 patients); testBraTS (35) and testOUR (15) form one "test" role.
 PAPER_PROPORTIONS: dict[str, float] = {"train": 270, "validation": 30, "test": 50, "no_ground_truth": 110}
 NO_GROUND_TRUTH = "no_ground_truth"

@@ -13,6 +13,7 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,21 @@ class NotFittedError(RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
 
 
+@dataclass
+class FitContext:
+    """What a method may use while it fits, besides its training subjects.
+
+    Attributes:
+        validation: subjects with a T2 to monitor training on (neural methods validate on them).
+        workdir: a folder of its own for checkpoints, logs and caches (the run's ``model/``).
+        logger: the run's Lightning logger, or None.
+    """
+
+    validation: Sequence[Subject] = ()
+    workdir: Path | None = None
+    logger: Any = None
+
+
 class SynthesisMethod(ABC):
     """Fit on training subjects (T1 and T2); predict a T2 for a subject's T1.
 
@@ -41,10 +57,10 @@ class SynthesisMethod(ABC):
     #: Whether ``fit`` learns anything; stateless methods are fitted from construction.
     learns: bool = True
 
-    def fit(self, subjects: Sequence[Subject]) -> SynthesisMethod:
+    def fit(self, subjects: Sequence[Subject], context: FitContext | None = None) -> SynthesisMethod:
         """Learn from training subjects, each with ``t2``. ``subjects`` may load lazily: iterate it
         rather than indexing it repeatedly."""
-        self._fit(subjects)
+        self._fit(subjects, context or FitContext())
         self.fitted_ = True
         return self
 
@@ -58,7 +74,7 @@ class SynthesisMethod(ABC):
         BrainClustering's ``unfiltered``) are written and scored as methods of their own."""
         return {"": self.predict(subject)}
 
-    def _fit(self, subjects: Sequence[Subject]) -> None:  # noqa: B027 -- stateless methods learn nothing
+    def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:  # noqa: B027 -- stateless methods learn nothing
         pass
 
     @abstractmethod

@@ -22,15 +22,17 @@ from typing import Any
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.progress import track
 
 from datamodules.dataset import SynthesisDataset
 from datamodules.layouts import Case
 from datamodules.nifti import save_volume
-from datamodules.splits import TRAIN, save_split, write_json_atomic
+from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
-from pipeline.contract import LazySubjects, SynthesisMethod
+from pipeline.cli import ConfigError
+from pipeline.contract import FitContext, LazySubjects, SynthesisMethod
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +70,58 @@ def predict_and_score(
     return rows
 
 
-def fit_methods(methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path, primary: str) -> None:
-    """Fit each method on the training split and save it (the primary to ``model/``)."""
+#: Top-level config keys that only some models use (through an interpolation such as ``${lambda}``).
+MODEL_SPECIFIC_KEYS = ("lambda", "gamma", "generator", "trainer")
+
+
+def check_model_specific_overrides(cfg: DictConfig, overrides: Sequence[str], model_name: str) -> None:
+    """Refuse e.g. ``lambda=500`` with a model that has no such weight: it would be silently ignored.
+
+    Raises:
+        ConfigError: naming the keys and the models whose configs use them.
+    """
+    overridden = {override.lstrip("+~").split("=")[0].split(".")[0] for override in overrides}
+    raw_model = str(OmegaConf.to_container(cfg.model, resolve=False))
+    unused = [key for key in MODEL_SPECIFIC_KEYS if key in overridden and "${" + key not in raw_model]
+    if unused:
+        users = models_using(unused[0])
+        raise ConfigError(
+            f"model={model_name} does not use {', '.join(unused)}; "
+            f"{unused[0]} is used by: model={', model='.join(users) or '(none)'}"
+        )
+
+
+def models_using(key: str) -> list[str]:
+    """Names of the ``conf/model`` configs that reference the top-level ``key``."""
+    folder = Path(__file__).resolve().parent.parent / "conf" / "model"
+    return sorted(path.stem for path in folder.glob("*.yaml") if "${" + key in path.read_text())
+
+
+def fit_methods(
+    methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path, primary: str, logger: Any = None
+) -> None:
+    """Fit each method on the training split (validating on the validation split, for the methods
+    that do) and save it: the primary to ``model/``, baselines to ``baselines/<name>``."""
     loader = lambda case: dataset.load(case, ("t1", "t2"))  # noqa: E731
+    validation_cases = (
+        [case for case in dataset.cases_in(VALIDATION) if case.has("t2")] if VALIDATION in dataset.split else []
+    )
     for name, method in methods.items():
+        folder = run_dir / "model" if name == primary else run_dir / "baselines" / name
         training = LazySubjects(loader, dataset.cases_in(TRAIN), description=f"Fitting {name}")
-        method.fit(training)
-        method.save(run_dir / "model" if name == primary else run_dir / "baselines" / name)
+        validation = LazySubjects(loader, validation_cases, description="Loading validation subjects")
+        context = FitContext(validation=validation, workdir=folder, logger=logger if name == primary else None)
+        method.fit(training, context)
+        if rank_zero_only.rank == 0:
+            method.save(folder)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
-    """The whole experiment for a composed config; returns the summary."""
+def run_experiment(
+    cfg: DictConfig, run_dir: Path, model_name: str, overrides: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The whole experiment for a composed config; returns the summary (empty on the non-zero ranks
+    of a multi-GPU run, which only train)."""
+    check_model_specific_overrides(cfg, overrides, model_name)
     console = Console(width=None if sys.stdout.isatty() else 160)
     dataset: SynthesisDataset = instantiate(cfg.data)
     methods: dict[str, SynthesisMethod] = {model_name: instantiate(cfg.model)}
@@ -93,7 +136,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
     )
-    fit_methods(methods, dataset, run_dir, model_name)
+    fit_methods(methods, dataset, run_dir, model_name, logger)
+    if rank_zero_only.rank != 0:
+        return []
     roles = roles_to_predict(dataset, cfg.get("predict_roles"))
     rows = predict_and_score(methods, dataset, roles, run_dir / "predictions", cfg.evaluation.region)
 

@@ -9,11 +9,11 @@ from clustering.brainclustering import (
     build_tables,
     look_up,
     match_labels,
-    median_per_axial_slice,
     patient_rows,
 )
 from clustering.kmeans import cluster_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
+from datamodules.preprocessing import median_per_axial_slice
 from pipeline.contract import SynthesisMethod
 
 

@@ -1,0 +1,266 @@
+"""Training data for the neural methods: decoded, normalised volumes cached on disk, and the TorchIO
+LightningDataModule that samples random patches from them.
+
+Each case is decoded and normalised once and written as ``.npy`` arrays (T1 and T2 in float16 on
+the network scale [-1, 1], brain and tumour masks in uint8), cropped to the brain's bounding box
+plus a margin. Workers then read patches' volumes from the page cache instead of decompressing
+``.nii.gz`` files, and several patches are drawn from each loaded volume (TorchIO ``Queue``), so
+that loading keeps up with the GPU.
+
+Intensities are scaled once per whole volume (:func:`network_inputs`). The reference scaled every
+random training crop by its own min-max but the test volume as a whole, so a tissue's value
+changed between training and inference; that was a bug, fixed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torchio as tio
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from datamodules.dataset import Subject
+from datamodules.preprocessing import bounding_box, percentile_scale
+
+#: Bump when the cached arrays change meaning, so old caches are not reused.
+CACHE_VERSION = 1
+CHANNELS = ("t1", "t2", "brain", "tumour")
+Flip = Literal["lr_ap", "lr", "none"]
+FLIPS = ("lr_ap", "lr", "none")
+
+
+def to_network_scale(unit: np.ndarray) -> np.ndarray:
+    """[0, 1] -> [-1, 1] (the generator's tanh range); the background 0 becomes -1."""
+    return (unit * 2 - 1).astype(np.float32)
+
+
+def from_network_scale(network: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> [0, 1], clipped."""
+    return np.clip((network + 1) / 2, 0, 1).astype(np.float32)
+
+
+def network_inputs(subject: Subject) -> dict[str, np.ndarray]:
+    """The arrays a network trains on: T1 and (if present) T2 on the brain's percentile scale
+    (robust to bright outliers, see :func:`datamodules.preprocessing.percentile_scale`) mapped to
+    [-1, 1] with background -1, the brain mask, and the whole-tumour mask (empty without a
+    segmentation)."""
+    brain = subject.brain
+    arrays = {"t1": to_network_scale(percentile_scale(subject.t1.data, brain)), "brain": brain}
+    if subject.t2 is not None:
+        arrays["t2"] = to_network_scale(percentile_scale(subject.t2.data, brain))
+    tumour = subject.tumour
+    arrays["tumour"] = np.zeros(brain.shape, dtype=bool) if tumour is None else tumour & brain
+    return arrays
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One cached case: a folder holding ``<channel>.npy`` and ``affine.npy`` (the affine of the
+    cropped array, so the crop keeps its place in the world)."""
+
+    case_id: str
+    folder: Path
+
+    def array(self, channel: str) -> np.ndarray:
+        return np.load(self.folder / f"{channel}.npy", mmap_mode="r")
+
+
+def _digest(subject: Subject, margin: int, min_shape: Sequence[int]) -> str:
+    hasher = hashlib.blake2b(digest_size=12)
+    hasher.update(json.dumps([CACHE_VERSION, subject.case_id, margin, list(min_shape)]).encode())
+    for volume in (subject.t1, subject.t2, subject.segmentation):
+        if volume is not None:
+            hasher.update(np.ascontiguousarray(volume.data).view(np.uint8).ravel())
+            hasher.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
+    return hasher.hexdigest()
+
+
+def crop_box(
+    brain: np.ndarray, margin: int, min_shape: Sequence[int]
+) -> tuple[tuple[slice, ...], list[tuple[int, int]]]:
+    """The brain's bounding box grown by ``margin`` (inside the volume) and the padding that then
+    brings each axis to at least ``min_shape`` (a training patch must fit)."""
+    box = bounding_box(brain, margin)
+    padding = []
+    for axis_box, minimum in zip(box, min_shape, strict=True):
+        missing = max(minimum - (axis_box.stop - axis_box.start), 0)
+        padding.append((missing // 2, missing - missing // 2))
+    return box, padding
+
+
+def cache_case(subject: Subject, root: Path, margin: int = 4, min_shape: Sequence[int] = (1, 1, 1)) -> CachedCase:
+    """Write ``subject``'s network inputs under ``root`` (once: an existing entry with the same
+    content is reused). Safe for concurrent writers: an entry is written aside and renamed."""
+    folder = root / f"{subject.case_id}-{_digest(subject, margin, min_shape)}"
+    if folder.is_dir():
+        return CachedCase(subject.case_id, folder)
+    arrays = network_inputs(subject)
+    if "t2" not in arrays:
+        raise ValueError(f"{subject.case_id}: a training case needs a T2")
+    box, padding = crop_box(arrays["brain"], margin, min_shape)
+    affine = subject.t1.affine.copy()
+    start = np.array([axis_box.start - before for axis_box, (before, _) in zip(box, padding, strict=True)], float)
+    affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+    root.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
+    try:
+        for channel in CHANNELS:
+            background = -1 if channel in ("t1", "t2") else 0
+            data = np.pad(arrays[channel][box], padding, constant_values=background)
+            dtype = np.float16 if channel in ("t1", "t2") else np.uint8
+            np.save(partial / f"{channel}.npy", data.astype(dtype))
+        np.save(partial / "affine.npy", affine)
+        os.chmod(partial, 0o755)
+        partial.rename(folder)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not folder.is_dir():  # another process did not win the race either
+            raise
+    return CachedCase(subject.case_id, folder)
+
+
+def cache_cases(
+    subjects: Iterable[Subject], root: Path, margin: int = 4, min_shape: Sequence[int] = (1, 1, 1)
+) -> list[CachedCase]:
+    return [cache_case(subject, root, margin, min_shape) for subject in subjects]
+
+
+def read_cached(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray]:
+    """TorchIO reader for a cached channel: (1, X, Y, Z) float32 tensor and the crop's affine."""
+    path = Path(path)
+    data = torch.from_numpy(np.load(path).astype(np.float32))[None]
+    return data, np.load(path.parent / "affine.npy")
+
+
+def torchio_subject(case: CachedCase) -> tio.Subject:
+    """A lazily loaded TorchIO subject over a cached case."""
+    images: dict[str, Any] = {}
+    for channel in CHANNELS:
+        image_type = tio.ScalarImage if channel in ("t1", "t2") else tio.LabelMap
+        images[channel] = image_type(case.folder / f"{channel}.npy", reader=read_cached)
+    return tio.Subject(case_id=case.case_id, **images)
+
+
+def flip_transform(flip: Flip) -> tio.Transform | None:
+    """The reference's augmentation: left-right and anterior-posterior flipped together with
+    probability 0.5 (``lr_ap``), left-right only (``lr``), or none."""
+    if flip == "none":
+        return None
+    axes = ("LR", "AP") if flip == "lr_ap" else ("LR",)
+    return tio.RandomFlip(axes=axes, flip_probability=1.0, p=0.5)
+
+
+def collate_patches(patches: list[dict[str, Any]], spatial_dims: int = 3) -> dict[str, torch.Tensor]:
+    """TorchIO patches -> {channel: (N, 1, *P)} with masks as bool; 2-D drops the unit last axis."""
+    batch = {}
+    for channel in CHANNELS:
+        data = torch.stack([patch[channel][tio.DATA] for patch in patches])
+        if spatial_dims == 2:
+            data = data.squeeze(-1)
+        batch[channel] = data.bool() if channel in ("brain", "tumour") else data
+    return batch
+
+
+class WholeVolumes(Dataset):
+    """Cached cases as whole (brain-cropped) volumes: {channel: (1, X, Y, Z)}, for validation."""
+
+    def __init__(self, cases: Sequence[CachedCase]) -> None:
+        self.cases = list(cases)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        case = self.cases[index]
+        item: dict[str, Any] = {"case_id": case.case_id}
+        for channel in CHANNELS:
+            data = torch.from_numpy(np.array(case.array(channel)))[None]
+            item[channel] = data.float() if channel in ("t1", "t2") else data.bool()
+        return item
+
+
+class PatchDataModule(pl.LightningDataModule):
+    """Random patches from cached training cases (TorchIO ``Queue`` with a uniform sampler), and
+    whole validation volumes.
+
+    Args:
+        training, validation: cached cases (:func:`cache_cases`).
+        patch_size: patch shape in voxels; with ``spatial_dims=2`` the last entry is ignored and
+            patches are single axial slices.
+        spatial_dims: 3 for volumes, 2 for axial slices.
+        samples_per_volume: patches drawn from each loaded volume.
+        queue_length: patches held by the queue (shuffled among each other).
+        batch_size: patches per training step.
+        num_workers: processes loading volumes for the queue.
+        flip: augmentation, see :func:`flip_transform`.
+    """
+
+    def __init__(
+        self,
+        training: Sequence[CachedCase],
+        validation: Sequence[CachedCase] = (),
+        patch_size: Sequence[int] = (128, 128, 128),
+        spatial_dims: int = 3,
+        samples_per_volume: int = 8,
+        queue_length: int = 64,
+        batch_size: int = 1,
+        num_workers: int = 2,
+        flip: Flip = "lr_ap",
+    ) -> None:
+        super().__init__()
+        if not training:
+            raise ValueError("no training cases")
+        if flip not in FLIPS:
+            raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
+        if len(patch_size) != 3:
+            raise ValueError(f"patch_size must have 3 entries (x, y, z), got {list(patch_size)}")
+        self.training = list(training)
+        self.validation = list(validation)
+        self.spatial_dims = spatial_dims
+        self.patch_size = (*patch_size[:2], 1) if spatial_dims == 2 else tuple(patch_size)
+        self.samples_per_volume = samples_per_volume
+        self.queue_length = max(queue_length, samples_per_volume)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.flip = flip
+        self.subject_sampler: DistributedSampler | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        subjects = tio.SubjectsDataset(
+            [torchio_subject(case) for case in self.training], transform=flip_transform(self.flip)
+        )
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        # Under DDP each rank loads its own share of the volumes (Lightning's sampler injection is
+        # off for this loader: the queue, not the loader, decides what is loaded).
+        self.subject_sampler = DistributedSampler(subjects, shuffle=True) if distributed else None
+        queue = tio.Queue(
+            subjects,
+            max_length=self.queue_length,
+            samples_per_volume=self.samples_per_volume,
+            sampler=tio.UniformSampler(self.patch_size),
+            subject_sampler=self.subject_sampler,
+            num_workers=self.num_workers,
+            shuffle_subjects=self.subject_sampler is None,
+        )
+        return DataLoader(
+            queue,
+            batch_size=self.batch_size,
+            num_workers=0,  # the queue's own workers load the volumes
+            collate_fn=lambda patches: collate_patches(patches, self.spatial_dims),
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.validation:
+            return []
+        return DataLoader(WholeVolumes(self.validation), batch_size=1, num_workers=0)

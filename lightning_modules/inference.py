@@ -1,0 +1,127 @@
+"""Whole-volume and sliding-window synthesis with a trained generator."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torchio as tio
+from torch import nn
+
+InferenceMode = Literal["whole", "sliding_window"]
+INFERENCE_MODES = ("whole", "sliding_window")
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+
+
+@dataclass
+class InferenceSettings:
+    """How a generator turns a volume into a volume.
+
+    Attributes:
+        mode: ``whole``: the whole (brain-cropped) volume in one pass, padded to a multiple of the
+            network's stride and cropped back exactly; ``sliding_window``: overlapping patches
+            (TorchIO ``GridSampler``) blended with Hann weights (``GridAggregator``), for volumes too
+            large for the accelerator's memory. In 2-D both work slice by slice.
+        patch_size, overlap: sliding-window patch and overlap, in voxels (x, y, z).
+        batch_size: patches or slices per forward pass.
+        stochastic: run the generator in training mode (dropout on, batch statistics), as the
+            reference's test script did; default ``eval()`` (deterministic).
+        median_filter: apply the 3x3 per-axial-slice median to the output (as the reference's
+            ``_median`` outputs).
+        precision: ``32``, ``16-mixed`` or ``bf16-mixed`` (autocast on the accelerator).
+    """
+
+    mode: InferenceMode = "whole"
+    patch_size: Sequence[int] = (128, 128, 128)
+    overlap: Sequence[int] = (32, 32, 32)
+    batch_size: int = 1
+    stochastic: bool = False
+    median_filter: bool = False
+    precision: str = "32"
+
+    def __post_init__(self) -> None:
+        if self.mode not in INFERENCE_MODES:
+            raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got {self.mode!r}")
+        if str(self.precision) not in PRECISIONS:
+            raise ValueError(f"inference precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if any(o >= p for o, p in zip(self.overlap, self.patch_size, strict=True)):
+            raise ValueError(f"overlap {list(self.overlap)} must be smaller than patch_size {list(self.patch_size)}")
+
+
+@contextlib.contextmanager
+def generator_mode(generator: nn.Module, stochastic: bool) -> Iterator[None]:
+    """eval() (or train() for the reference's stochastic inference) for the duration, then restore."""
+    was_training = generator.training
+    generator.train(stochastic)
+    try:
+        yield
+    finally:
+        generator.train(was_training)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if str(precision) == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if str(precision).startswith("bf16") else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _run(generator: nn.Module, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    with autocast(device, precision):
+        return generator(batch.to(device)).float().cpu()
+
+
+def _whole(
+    generator: nn.Module, t1: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
+) -> torch.Tensor:
+    if spatial_dims == 3:
+        return _run(generator, t1[None, None], device, settings.precision)[0, 0]
+    slices = t1.permute(2, 0, 1)[:, None]  # (Z, 1, X, Y): axial slices as a batch
+    outputs = [
+        _run(generator, slices[start : start + settings.batch_size], device, settings.precision)
+        for start in range(0, slices.shape[0], settings.batch_size)
+    ]
+    return torch.cat(outputs)[:, 0].permute(1, 2, 0)
+
+
+def _sliding_window(
+    generator: nn.Module, t1: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
+) -> torch.Tensor:
+    patch_size = (*settings.patch_size[:2], 1) if spatial_dims == 2 else tuple(settings.patch_size)
+    overlap = (*settings.overlap[:2], 0) if spatial_dims == 2 else tuple(settings.overlap)
+    subject = tio.Subject(t1=tio.ScalarImage(tensor=t1[None]))
+    # Patches beyond the border are padded with the background value -1.
+    sampler = tio.GridSampler(subject, patch_size, overlap, padding_mode=-1.0)
+    aggregator = tio.GridAggregator(sampler, overlap_mode="hann")
+    loader = torch.utils.data.DataLoader(sampler, batch_size=settings.batch_size)
+    for patches in loader:
+        batch = patches["t1"][tio.DATA]
+        if spatial_dims == 2:
+            output = _run(generator, batch[..., 0], device, settings.precision)[..., None]
+        else:
+            output = _run(generator, batch, device, settings.precision)
+        aggregator.add_batch(output, patches[tio.LOCATION])
+    return aggregator.get_output_tensor()[0]
+
+
+@torch.no_grad()
+def synthesise(
+    generator: nn.Module,
+    t1: np.ndarray,
+    spatial_dims: int,
+    settings: InferenceSettings,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The generator's output for a (X, Y, Z) T1 on the network scale [-1, 1]; same shape, float32."""
+    device = torch.device(device)
+    tensor = torch.as_tensor(np.ascontiguousarray(t1), dtype=torch.float32)
+    run = _whole if settings.mode == "whole" else _sliding_window
+    with generator_mode(generator, settings.stochastic):
+        output = run(generator, tensor, spatial_dims, settings, device)
+    if tuple(output.shape) != tuple(t1.shape):  # a broken invariant, not bad input
+        raise AssertionError(f"generator output {tuple(output.shape)} differs from input {t1.shape}")
+    return output.numpy().astype(np.float32)

@@ -1,0 +1,54 @@
+"""The Pix2Pix losses (paper section 3; reference ``Pix2PixModel.backward_D`` / ``backward_G``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812 -- the usual alias
+
+GanMode = Literal["vanilla", "lsgan", "hinge"]
+GAN_MODES = ("vanilla", "lsgan", "hinge")
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, mode: GanMode = "vanilla") -> torch.Tensor:
+    """The discriminator's loss on a real and a synthetic pair.
+
+    ``vanilla``: 0.5 [BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)] with logits (the reference's, forced
+    for 3-D training); ``lsgan``: the same with squared errors; ``hinge``: mean relu(1 - real) +
+    mean relu(1 + fake).
+    """
+    if mode == "hinge":
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    criterion = F.binary_cross_entropy_with_logits if mode == "vanilla" else F.mse_loss
+    real = criterion(real_logits, torch.ones_like(real_logits))
+    fake = criterion(fake_logits, torch.zeros_like(fake_logits))
+    return 0.5 * (real + fake)
+
+
+def generator_adversarial_loss(fake_logits: torch.Tensor, mode: GanMode = "vanilla") -> torch.Tensor:
+    """The generator's adversarial term: the discriminator should call its output real."""
+    if mode == "hinge":
+        return -fake_logits.mean()
+    criterion = F.binary_cross_entropy_with_logits if mode == "vanilla" else F.mse_loss
+    return criterion(fake_logits, torch.ones_like(fake_logits))
+
+
+def masked_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum |M (output - target)| / sum M: the mean absolute error over the mask's voxels, 0 for an
+    empty mask (the paper's eq. (3) restricted to the brain, as its modification 4)."""
+    weight = mask.to(output.dtype)
+    total = weight.sum()
+    if total == 0:
+        return output.sum() * 0  # keeps the graph, so the backward pass still runs
+    return (weight * (output - target)).abs().sum() / total
+
+
+def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum (M (output - target))^2 / sum M: the mean squared error over the mask's voxels, 0 for an
+    empty mask (a crop without tumour). With the tumour mask this is the reference's tumour loss."""
+    weight = mask.to(output.dtype)
+    total = weight.sum()
+    if total == 0:
+        return output.sum() * 0
+    return (weight * (output - target)).square().sum() / total

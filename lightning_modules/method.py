@@ -1,0 +1,223 @@
+"""Pix2Pix behind the method contract: ``fit`` trains with the Lightning Trainer, ``predict`` runs
+whole-volume or sliding-window inference, ``save``/``load`` keep the generator's weights as arrays.
+
+Training writes, under the run's ``model/`` folder: ``checkpoints/last.ckpt`` (every
+``checkpoint_every`` iterations; a rerun in the same folder resumes from it: weights, both
+optimisers' moments, the learning-rate schedule and the step counter), ``panels/`` (the validation
+image panels) and, while training, ``cache/`` (the decoded volumes; see :mod:`datamodules.patches`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from datamodules.dataset import Subject
+from datamodules.nifti import Volume
+from datamodules.patches import PatchDataModule, cache_cases, from_network_scale, to_network_scale
+from datamodules.preprocessing import bounding_box, median_per_axial_slice, percentile_scale
+from lightning_modules.inference import InferenceSettings, synthesise
+from lightning_modules.pix2pix import Pix2Pix
+from pipeline.contract import FitContext, SynthesisMethod
+
+#: Lightning counts optimiser steps: each training iteration steps D and then G.
+OPTIMISER_STEPS_PER_ITERATION = 2
+#: Voxels kept around the brain's bounding box when a volume is cropped for the network.
+BRAIN_MARGIN = 4
+
+
+def plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers -> plain dicts and lists (JSON-ready)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Pix2PixMethod(SynthesisMethod):
+    """The paper's Pix2Pix as a synthesis method (see :class:`lightning_modules.pix2pix.Pix2Pix`).
+
+    Args:
+        generator, discriminator: network configs (``_target_`` plus arguments, without
+            ``spatial_dims``), e.g. the ``generator`` config group.
+        spatial_dims: 3 (volumes, the paper) or 2 (axial slices).
+        lambda_l1, gamma_tumour, gan_mode, tumour_loss, learning_rate, betas: see ``Pix2Pix``.
+        constant_iterations, decay_iterations: training length, in iterations (batches).
+        data: :class:`datamodules.patches.PatchDataModule` arguments (``patch_size``,
+            ``samples_per_volume``, ``queue_length``, ``batch_size``, ``num_workers``, ``flip``) and
+            ``cache_dir`` (null: a ``cache/`` folder in the run, removed after training; a path:
+            a cache shared by runs, kept).
+        trainer: ``pytorch_lightning.Trainer`` arguments (accelerator, devices, strategy,
+            num_nodes, precision, ...); the training length, logger and callbacks are set here.
+        inference: :class:`lightning_modules.inference.InferenceSettings` fields, plus ``device``
+            (``auto``: a GPU when there is one).
+        checkpoint_every, validate_every: in iterations.
+        seed: seeds Python, NumPy and torch before training.
+    """
+
+    def __init__(
+        self,
+        generator: Mapping[str, Any],
+        discriminator: Mapping[str, Any],
+        spatial_dims: int = 3,
+        lambda_l1: float = 100.0,
+        gamma_tumour: float = 0.0,
+        gan_mode: str = "vanilla",
+        tumour_loss: str = "masked_output",
+        learning_rate: float = 2e-4,
+        betas: Sequence[float] = (0.5, 0.999),
+        constant_iterations: int = 50_000,
+        decay_iterations: int = 50_000,
+        data: Mapping[str, Any] | None = None,
+        trainer: Mapping[str, Any] | None = None,
+        inference: Mapping[str, Any] | None = None,
+        checkpoint_every: int = 1000,
+        validate_every: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        self.generator = plain(generator)
+        self.discriminator = plain(discriminator)
+        self.spatial_dims = spatial_dims
+        self.lambda_l1 = float(lambda_l1)
+        self.gamma_tumour = float(gamma_tumour)
+        self.gan_mode = gan_mode
+        self.tumour_loss = tumour_loss
+        self.learning_rate = float(learning_rate)
+        self.betas = list(plain(betas))
+        self.constant_iterations = int(constant_iterations)
+        self.decay_iterations = int(decay_iterations)
+        self.data = dict(plain(data) or {})
+        self.trainer = dict(plain(trainer) or {})
+        self.inference = dict(plain(inference) or {})
+        self.checkpoint_every = int(checkpoint_every)
+        self.validate_every = int(validate_every)
+        self.seed = seed
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if self.constant_iterations + self.decay_iterations < 1:
+            raise ValueError("constant_iterations + decay_iterations must be at least 1")
+        self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
+        # Networks are built now so that bad network arguments fail before any data is read.
+        self.generator_: torch.nn.Module = self.build("generator")
+
+    def build(self, network: str) -> torch.nn.Module:
+        return instantiate(getattr(self, network), spatial_dims=self.spatial_dims, _convert_="all")
+
+    @property
+    def iterations(self) -> int:
+        return self.constant_iterations + self.decay_iterations
+
+    # -- training --------------------------------------------------------------------------------
+
+    def system(self) -> Pix2Pix:
+        return Pix2Pix(
+            generator=self.generator_,
+            discriminator=self.build("discriminator"),
+            spatial_dims=self.spatial_dims,
+            lambda_l1=self.lambda_l1,
+            gamma_tumour=self.gamma_tumour,
+            gan_mode=self.gan_mode,  # type: ignore[arg-type]
+            tumour_loss=self.tumour_loss,  # type: ignore[arg-type]
+            learning_rate=self.learning_rate,
+            betas=self.betas,
+            constant_iterations=self.constant_iterations,
+            decay_iterations=self.decay_iterations,
+            inference=self.inference_settings,
+        )
+
+    def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
+        import pytorch_lightning as pl
+        from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+
+        workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "pix2pix"
+        data = dict(self.data)
+        shared_cache = data.pop("cache_dir", None)
+        cache = Path(shared_cache).expanduser() if shared_cache else workdir / "cache"
+        patch_size = data.get("patch_size", (128, 128, 128))
+        min_shape = (*patch_size[:2], 1) if self.spatial_dims == 2 else patch_size
+        datamodule = PatchDataModule(
+            training=cache_cases(subjects, cache, BRAIN_MARGIN, min_shape),
+            validation=cache_cases(context.validation, cache, BRAIN_MARGIN, (1, 1, 1)),
+            spatial_dims=self.spatial_dims,
+            **data,
+        )
+        pl.seed_everything(self.seed, workers=True, verbose=False)
+        checkpoints = ModelCheckpoint(
+            dirpath=workdir / "checkpoints",
+            every_n_train_steps=self.checkpoint_every * OPTIMISER_STEPS_PER_ITERATION,
+            save_top_k=0,
+            save_last=True,
+        )
+        callbacks: list[Any] = [checkpoints]
+        if context.logger is not None:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        trainer = pl.Trainer(
+            **self.trainer,
+            max_steps=self.iterations * OPTIMISER_STEPS_PER_ITERATION,
+            max_epochs=-1,
+            logger=context.logger if context.logger is not None else False,
+            callbacks=callbacks,
+            default_root_dir=workdir,
+            val_check_interval=self.validate_every,
+            check_val_every_n_epoch=None,
+            limit_val_batches=None if context.validation else 0,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # the TorchIO queue shards volumes itself
+        )
+        last = workdir / "checkpoints" / "last.ckpt"
+        # Lightning warns that a checkpoint written from a manual-optimisation step holds the weights
+        # after that step's update; that is the state a resumed run continues from, as intended.
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        trainer.fit(self.system(), datamodule=datamodule, ckpt_path=last if last.exists() else None)
+        self.generator_ = self.generator_.cpu()
+        if not shared_cache and trainer.is_global_zero:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    # -- inference -------------------------------------------------------------------------------
+
+    def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
+        """The generator's T2 on the unit scale, 0 outside the brain."""
+        brain = subject.brain
+        box = bounding_box(brain, BRAIN_MARGIN)
+        t1 = to_network_scale(percentile_scale(subject.t1.data, brain))[box]
+        device = resolve_device(self.inference.get("device", "auto"))
+        self.generator_.to(device)
+        output = synthesise(self.generator_, t1, self.spatial_dims, self.inference_settings, device)
+        synthetic = np.zeros(brain.shape, dtype=np.float32)
+        synthetic[box] = from_network_scale(output)
+        synthetic[~brain] = 0  # the reference reset the background from the T1 too
+        return synthetic
+
+    def _predict(self, subject: Subject) -> Volume:
+        return self.predict_all(subject)[""]
+
+    def predict_all(self, subject: Subject) -> dict[str, Volume]:
+        self.check_fitted()
+        synthetic = self.synthesise_unfiltered(subject)
+        if not self.inference_settings.median_filter:
+            return {"": subject.t1.with_data(synthetic)}
+        return {
+            "": subject.t1.with_data(median_per_axial_slice(synthetic)),
+            "unfiltered": subject.t1.with_data(synthetic),
+        }
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: tensor.detach().cpu().numpy() for name, tensor in self.generator_.state_dict().items()}
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.generator_.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})

@@ -1,0 +1,180 @@
+"""Pix2Pix (Isola et al., 2017) as the paper trains it: a conditional GAN from T1 to T2 with a
+brain-masked L1 and a tumour-weighted MSE (paper section 3, eqs. (2)-(4))."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from datamodules.patches import from_network_scale
+from lightning_modules.inference import InferenceSettings, synthesise
+from lightning_modules.losses import (
+    GAN_MODES,
+    GanMode,
+    discriminator_loss,
+    generator_adversarial_loss,
+    masked_l1,
+    masked_mse,
+)
+from lightning_modules.panels import log_panel
+
+TumourLoss = Literal["masked_output", "masked_input"]
+TUMOUR_LOSSES = ("masked_output", "masked_input")
+
+
+def linear_decay(constant_iterations: int, decay_iterations: int):
+    """The reference's ``linear`` policy per iteration: factor 1 for ``constant_iterations``, then
+    1 - (i - constant) / (decay + 1), reaching 0 after the decay."""
+
+    def factor(iteration: int) -> float:
+        return max(0.0, 1.0 - max(0, iteration - constant_iterations) / (decay_iterations + 1))
+
+    return factor
+
+
+class Pix2Pix(pl.LightningModule):
+    """A generator G (T1 -> T2) and a PatchGAN discriminator D on (T1, T2) pairs, trained with manual
+    optimisation: per batch, one D step then one G step (D frozen), as the reference.
+
+    G's loss = GAN + ``lambda_l1`` * L1 over the target's brain voxels + ``gamma_tumour`` * MSE over
+    the tumour voxels. The tumour term (``tumour_loss``):
+
+    - ``masked_output`` (default, the reference code): sum (T G(x) - T y)^2 / sum T;
+    - ``masked_input`` (the paper's eq. (4) as written): sum (T y - G(T x))^2 / sum T, a second
+      generator pass on the tumour-masked T1 (voxels outside the tumour set to 0).
+
+    ``forward`` is inference only: (N, 1, *S) T1 on the network scale -> T2 on the network scale.
+
+    Args:
+        generator, discriminator: the networks (:mod:`lightning_modules.networks`).
+        spatial_dims: 2 or 3, as the networks.
+        lambda_l1, gamma_tumour: the loss weights (the config's top-level ``lambda`` and ``gamma``).
+        gan_mode: ``vanilla`` (the reference), ``lsgan`` or ``hinge``.
+        learning_rate, betas: Adam's, for both networks.
+        constant_iterations, decay_iterations: learning-rate schedule, in training iterations.
+        inference: how validation volumes are synthesised.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        spatial_dims: int = 3,
+        lambda_l1: float = 100.0,
+        gamma_tumour: float = 0.0,
+        gan_mode: GanMode = "vanilla",
+        tumour_loss: TumourLoss = "masked_output",
+        learning_rate: float = 2e-4,
+        betas: Sequence[float] = (0.5, 0.999),
+        constant_iterations: int = 50_000,
+        decay_iterations: int = 50_000,
+        inference: InferenceSettings | None = None,
+    ) -> None:
+        super().__init__()
+        if gan_mode not in GAN_MODES:
+            raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {gan_mode!r}")
+        if tumour_loss not in TUMOUR_LOSSES:
+            raise ValueError(f"tumour_loss must be one of {TUMOUR_LOSSES}, got {tumour_loss!r}")
+        if lambda_l1 < 0 or gamma_tumour < 0:
+            raise ValueError(f"lambda ({lambda_l1}) and gamma ({gamma_tumour}) must be non-negative")
+        self.save_hyperparameters(ignore=["generator", "discriminator", "inference"])
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.spatial_dims = spatial_dims
+        self.inference = inference or InferenceSettings()
+
+    def forward(self, t1: torch.Tensor) -> torch.Tensor:
+        return self.generator(t1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        schedule = linear_decay(hp.constant_iterations, hp.decay_iterations)
+        optimisers = [
+            torch.optim.Adam(network.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas))
+            for network in (self.generator, self.discriminator)
+        ]
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(optimiser, schedule) for optimiser in optimisers]
+        return optimisers, schedulers
+
+    def generator_losses(self, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each term of G's loss, unweighted, and the weighted ``total``."""
+        hp = self.hparams
+        t1, t2, tumour = batch["t1"], batch["t2"], batch["tumour"]
+        terms = {
+            "adversarial": generator_adversarial_loss(self.discriminator(torch.cat([t1, fake], 1)), hp.gan_mode),
+            "l1_brain": masked_l1(fake, t2, batch["brain"]),
+        }
+        if hp.tumour_loss == "masked_output":
+            terms["mse_tumour"] = masked_mse(fake, t2, tumour)
+        elif hp.gamma_tumour > 0 and tumour.any():
+            masked_t1 = t1 * tumour
+            fake_on_tumour = self.generator(masked_t1)
+            terms["mse_tumour"] = (fake_on_tumour - t2 * tumour).square().sum() / tumour.sum()
+        else:
+            terms["mse_tumour"] = fake.sum() * 0
+        terms["total"] = terms["adversarial"] + hp.lambda_l1 * terms["l1_brain"] + hp.gamma_tumour * terms["mse_tumour"]
+        return terms
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
+        generator_optimiser, discriminator_optimiser = self.optimizers()
+        t1, t2 = batch["t1"], batch["t2"]
+        fake = self.generator(t1)
+
+        # Discriminator step on a real and a synthetic pair.
+        real_logits = self.discriminator(torch.cat([t1, t2], 1))
+        fake_logits = self.discriminator(torch.cat([t1, fake.detach()], 1))
+        loss_d = discriminator_loss(real_logits, fake_logits, self.hparams.gan_mode)
+        discriminator_optimiser.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        discriminator_optimiser.step()
+
+        # Generator step with the discriminator frozen.
+        self.discriminator.requires_grad_(False)
+        terms = self.generator_losses(batch, fake)
+        generator_optimiser.zero_grad(set_to_none=True)
+        self.manual_backward(terms["total"])
+        generator_optimiser.step()
+        self.discriminator.requires_grad_(True)
+
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+        logged = {f"train/g_{name}": value.detach() for name, value in terms.items()}
+        logged["train/d_loss"] = loss_d.detach()
+        logged["train/lr"] = torch.tensor(generator_optimiser.param_groups[0]["lr"])
+        self.log_dict(logged, prog_bar=False, batch_size=t1.shape[0])
+        self.log("g_l1", terms["l1_brain"].detach(), prog_bar=True, logger=False, batch_size=t1.shape[0])
+
+    def on_train_epoch_start(self) -> None:
+        sampler = getattr(self.trainer.datamodule, "subject_sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(self.current_epoch)
+
+    def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
+        t1 = batch["t1"][0, 0].cpu().numpy()
+        real = from_network_scale(batch["t2"][0, 0].cpu().numpy())
+        brain = batch["brain"][0, 0].cpu().numpy()
+        synthetic = from_network_scale(synthesise(self.generator, t1, self.spatial_dims, self.inference, self.device))
+        synthetic[~brain] = 0
+        error = np.abs(synthetic - real)
+        self.log_dict(
+            {"val/mae_brain": float(error[brain].mean()), "val/mse_brain": float((error[brain] ** 2).mean())},
+            batch_size=1,
+            sync_dist=True,
+        )
+        if batch_index == 0:
+            log_panel(
+                self.logger,
+                from_network_scale(t1),
+                real,
+                synthetic,
+                self.global_step,
+                batch["case_id"][0],
+                Path(self.trainer.default_root_dir) / "panels",
+            )
