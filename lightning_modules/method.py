@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
@@ -114,7 +114,10 @@ class Pix2PixMethod(SynthesisMethod):
         self.generator_: torch.nn.Module = self.build("generator")
 
     def build(self, network: str) -> torch.nn.Module:
-        return instantiate(getattr(self, network), spatial_dims=self.spatial_dims, _convert_="all")
+        """The network from its config: ``_target_`` (a class path) and its arguments."""
+        arguments = dict(getattr(self, network))
+        network_class = get_class(arguments.pop("_target_"))
+        return network_class(spatial_dims=self.spatial_dims, **arguments)
 
     @property
     def iterations(self) -> int:

@@ -137,3 +137,75 @@ def test_synthesize_a_folder_reports_a_bad_file_and_writes_the_rest(phantom_root
     result = run("synthesize.py", run_dir, inputs, tmp_path / "out", check=False)
     assert result.returncode == 2 and "bad.nii.gz" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_t2syn.nii.gz"]
+
+
+def test_pix2pix_is_the_default_and_takes_lambda_gamma_generator_from_the_top_level():
+    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
+        default = compose("train")
+        chosen = compose("train", overrides=["lambda=500", "gamma=1000", "generator=resnet", "trainer=ddp"])
+    assert default.model._target_.endswith("Pix2PixMethod")
+    assert default.model.lambda_l1 == 100 and default.model.gamma_tumour == 0
+    assert default.model.generator._target_.endswith("UNetGenerator") and default.model.generator.downsamplings == 7
+    assert chosen.model.lambda_l1 == 500 and chosen.model.gamma_tumour == 1000
+    assert chosen.model.generator._target_.endswith("ResNetGenerator") and chosen.model.generator.blocks == 6
+    assert chosen.model.trainer.strategy == "ddp_find_unused_parameters_true"
+
+
+def test_lambda_with_a_model_without_loss_weights_is_an_error(phantom_root, tmp_path):
+    result = run(
+        "train.py", "data=brats", f"data.root={phantom_root}", "model=brainclustering", "lambda=500",
+        f"hydra.run.dir={tmp_path / 'run'}", check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "model=brainclustering does not use lambda" in result.stderr and "model=pix2pix" in result.stderr
+    assert not (tmp_path / "run" / "model").exists()
+
+
+TINY_PIX2PIX = (
+    "generator=unet_small",
+    "generator.base_filters=4",
+    "trainer=cpu",
+    "model.discriminator.base_filters=4",
+    "model.checkpoint_every=2",
+    "model.validate_every=3",
+    "model.data.patch_size=[32,32,32]",
+    "model.data.samples_per_volume=2",
+    "model.data.num_workers=0",
+    "~model@baselines.random",
+    "~model@baselines.zeros",
+)
+
+
+def checkpoint_step(run_dir):
+    import torch
+
+    return torch.load(run_dir / "model" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+
+
+@pytest.mark.slow
+def test_pix2pix_trains_resumes_predicts_scores_and_synthesizes(phantom_root, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ("train.py", "data=brats", f"data.root={phantom_root}", *TINY_PIX2PIX, f"hydra.run.dir={run_dir}")
+    run(*common, "model.constant_iterations=2", "model.decay_iterations=2")
+    assert checkpoint_step(run_dir) == 8  # 4 iterations, a D and a G step each
+    assert not (run_dir / "model" / "cache").exists()  # the run's own cache is removed after training
+    assert (run_dir / "model" / "state.npz").exists()
+
+    # A rerun in the same folder with a longer schedule continues from the checkpoint.
+    result = run(*common, "model.constant_iterations=2", "model.decay_iterations=4")
+    assert "Restored all states from the checkpoint" in result.stdout + result.stderr
+    assert checkpoint_step(run_dir) == 12
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == "pix2pix"
+    assert {e["method"] for e in summary["summary"]} == {"pix2pix", "complementary"}
+    split = json.loads((run_dir / "split.json").read_text())["roles"]
+    role, case_id = next((r, ids[0]) for r, ids in split.items() if r != "train" and ids)
+    prediction = load_volume(run_dir / "predictions" / "pix2pix" / role / f"{case_id}.nii.gz")
+    t1 = load_volume(phantom_root / case_id / f"{case_id}-t1n.nii.gz")
+    assert prediction.shape == t1.shape
+    np.testing.assert_allclose(prediction.affine, t1.affine)
+
+    run("synthesize.py", run_dir, phantom_root / case_id / f"{case_id}-t1n.nii.gz", tmp_path / "synthetic")
+    written = load_volume(tmp_path / "synthetic" / f"{case_id}-t1n_t2syn.nii.gz")
+    np.testing.assert_allclose(written.data, prediction.data, atol=1e-6)

@@ -1,0 +1,179 @@
+"""Pix2Pix data, inference and training on tiny volumes, on the CPU."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.dataset import Subject
+from datamodules.patches import PatchDataModule, cache_case, from_network_scale, network_inputs, to_network_scale
+from lightning_modules.inference import InferenceSettings, synthesise
+from lightning_modules.losses import masked_l1
+from lightning_modules.method import Pix2PixMethod
+from lightning_modules.networks import PatchDiscriminator, UNetGenerator
+from lightning_modules.pix2pix import Pix2Pix
+from pipeline.contract import SynthesisMethod
+from tests.conftest import make_volume
+
+SMALL_UNET = {"_target_": "lightning_modules.networks.UNetGenerator", "base_filters": 4, "downsamplings": 5}
+SMALL_DISCRIMINATOR = {"_target_": "lightning_modules.networks.PatchDiscriminator", "base_filters": 4}
+
+
+def head_subject(case_id: str = "case", shape=(30, 28, 20), seed: int = 0) -> Subject:
+    """An ellipsoidal 'brain' on a zero background with two tissues; T2 inverts T1's contrast."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape) - 1) / 2
+    radius = np.sqrt(
+        (((grid - centre[:, None, None, None]) / (np.array(shape)[:, None, None, None] / 2.5)) ** 2).sum(0)
+    )
+    brain, inner = radius < 1, radius < 0.5
+    t1 = np.where(brain, 300.0, 0) + np.where(inner, 400.0, 0) + brain * rng.normal(0, 5, shape)
+    t2 = np.where(brain, 900.0, 0) - np.where(inner, 500.0, 0) + brain * rng.normal(0, 5, shape)
+    segmentation = np.zeros(shape, dtype=np.int16)
+    segmentation[12:15, 12:15, 8:11] = 1
+    return Subject(
+        case_id=case_id,
+        t1=make_volume(t1.astype(np.float32)),
+        t2=make_volume(t2.astype(np.float32)),
+        segmentation=make_volume(segmentation),
+    )
+
+
+class Negate(torch.nn.Module):
+    """A 'generator' with a known output (-x), of any dimension."""
+
+    stride = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -x
+
+
+def test_network_inputs_scale_to_minus_one_one():
+    arrays = network_inputs(head_subject())
+    brain = arrays["brain"]
+    for channel in ("t1", "t2"):
+        assert arrays[channel][~brain].max() == -1 and arrays[channel][brain].max() == pytest.approx(1)
+    assert arrays["tumour"].sum() == 27
+    np.testing.assert_allclose(from_network_scale(to_network_scale(np.array([0.0, 0.25, 1.0]))), [0, 0.25, 1])
+
+
+def test_cache_crops_to_the_brain_keeps_world_positions_and_is_reused(tmp_path):
+    subject = head_subject()
+    case = cache_case(subject, tmp_path, margin=2, min_shape=(32, 8, 8))
+    t1 = case.array("t1")
+    assert t1.dtype == np.float16 and case.array("brain").dtype == np.uint8
+    assert t1.shape[0] == 32 and t1.shape[1] < subject.t1.shape[1]  # padded up to 32, cropped in y
+    # The crop's affine maps its voxel (0, 0, 0) to the world position of the same T1 voxel.
+    affine = np.load(case.folder / "affine.npy")
+    brain_voxels = np.argwhere(case.array("brain"))
+    original = np.argwhere(network_inputs(subject)["brain"])
+    world_crop = affine[:3, :3] @ brain_voxels[0] + affine[:3, 3]
+    world_full = subject.t1.affine[:3, :3] @ original[0] + subject.t1.affine[:3, 3]
+    np.testing.assert_allclose(world_crop, world_full)
+    assert cache_case(subject, tmp_path, margin=2, min_shape=(32, 8, 8)).folder == case.folder
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+def test_datamodule_patches(tmp_path, spatial_dims):
+    cases = [cache_case(head_subject(f"c{i}", seed=i), tmp_path, min_shape=(16, 16, 16)) for i in range(2)]
+    datamodule = PatchDataModule(
+        cases, patch_size=(16, 16, 16), spatial_dims=spatial_dims, samples_per_volume=3, queue_length=6, num_workers=0
+    )
+    batches = list(datamodule.train_dataloader())
+    assert len(batches) == 6  # 2 volumes x 3 patches, batch size 1
+    expected = (1, 1, 16, 16, 16) if spatial_dims == 3 else (1, 1, 16, 16)
+    for batch in batches:
+        assert batch["t1"].shape == expected and batch["t1"].dtype == torch.float32
+        assert batch["brain"].dtype == torch.bool and batch["tumour"].shape == expected
+        # Flips move T1, T2 and masks together: T2 stays -1 wherever the T1 is background.
+        assert torch.all(batch["t2"][~batch["brain"]] == -1)
+
+
+@pytest.mark.parametrize("spatial_dims", [3, 2])
+@pytest.mark.parametrize("mode", ["whole", "sliding_window"])
+def test_inference_returns_the_input_shape_and_blends_without_seams(mode, spatial_dims):
+    volume = np.random.default_rng(0).uniform(-1, 1, (21, 18, 13)).astype(np.float32)
+    settings = InferenceSettings(mode=mode, patch_size=(8, 8, 8), overlap=(4, 4, 4), batch_size=3)
+    output = synthesise(Negate(), volume, spatial_dims, settings)
+    assert output.shape == volume.shape and output.dtype == np.float32
+    # The generator is -x, so any seam or misplaced patch would show as a difference.
+    np.testing.assert_allclose(output, -volume, atol=1e-5)
+
+
+def test_inference_settings_are_checked():
+    with pytest.raises(ValueError, match="mode"):
+        InferenceSettings(mode="tiles")
+    with pytest.raises(ValueError, match="overlap"):
+        InferenceSettings(patch_size=(8, 8, 8), overlap=(8, 4, 4))
+
+
+def test_stochastic_inference_runs_in_training_mode_and_restores_eval():
+    torch.manual_seed(0)
+    generator = UNetGenerator(3, base_filters=4, downsamplings=6, dropout=True).eval()  # dropout at level 4
+    volume = np.random.default_rng(0).uniform(-1, 1, (16, 16, 16)).astype(np.float32)
+    stochastic = InferenceSettings(stochastic=True)
+    first, second = (synthesise(generator, volume, 3, stochastic) for _ in range(2))
+    assert not np.array_equal(first, second)  # dropout is on
+    deterministic = [synthesise(generator, volume, 3, InferenceSettings()) for _ in range(2)]
+    np.testing.assert_array_equal(*deterministic)
+    assert not generator.training
+
+
+def test_a_few_dozen_steps_overfit_one_pair():
+    """Training through the Lightning loop (manual optimisation, D then G) lowers the brain L1."""
+    torch.manual_seed(0)
+    arrays = network_inputs(head_subject(shape=(32, 32, 32)))
+    batch = {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+    system = Pix2Pix(
+        UNetGenerator(3, base_filters=8, downsamplings=5, dropout=False),
+        PatchDiscriminator(3, base_filters=4),
+        lambda_l1=100,
+        learning_rate=2e-3,
+        constant_iterations=40,
+        decay_iterations=0,
+    )
+
+    def brain_l1() -> float:
+        with torch.no_grad():
+            system.generator.eval()
+            value = masked_l1(system.generator(batch["t1"]), batch["t2"], batch["brain"]).item()
+            system.generator.train()
+            return value
+
+    before = brain_l1()
+    loader = DataLoader([batch] * 40, batch_size=None)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=80, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(system, train_dataloaders=loader)
+    assert trainer.global_step == 80  # two optimiser steps (D, G) per iteration
+    assert brain_l1() < 0.5 * before
+
+
+def test_method_predicts_with_the_t1_geometry_and_round_trips(tmp_path):
+    subject = head_subject()
+    method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"mode": "whole", "device": "cpu"})
+    method.fitted_ = True  # untrained weights: only geometry and persistence are checked here
+    prediction = method.predict(subject)
+    assert prediction.shape == subject.t1.shape and prediction.data.dtype == np.float32
+    np.testing.assert_array_equal(prediction.affine, subject.t1.affine)
+    assert np.all(prediction.data[~subject.brain] == 0) and prediction.data.max() <= 1
+    loaded = SynthesisMethod.load(method.save(tmp_path / "model"))
+    assert isinstance(loaded, Pix2PixMethod) and loaded.hyperparameters() == method.hyperparameters()
+    np.testing.assert_array_equal(loaded.predict(subject).data, prediction.data)
+
+
+def test_median_filter_option_adds_the_unfiltered_output():
+    method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"median_filter": True, "device": "cpu"})
+    method.fitted_ = True
+    outputs = method.predict_all(head_subject())
+    assert set(outputs) == {"", "unfiltered"}
+    assert not np.array_equal(outputs[""].data, outputs["unfiltered"].data)
+
+
+def test_bad_network_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match="downsamplings"):
+        Pix2PixMethod({**SMALL_UNET, "downsamplings": 2}, SMALL_DISCRIMINATOR)
