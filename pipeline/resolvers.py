@@ -20,5 +20,20 @@ def wandb_offline() -> bool:
         return True
 
 
-if not OmegaConf.has_resolver("wandb_offline"):
-    OmegaConf.register_new_resolver("wandb_offline", wandb_offline)
+def sweep_group() -> str | None:
+    """The sweep's folder name (``paper_pix2pix``, or the sweep's date) in a Hydra multirun, so that
+    the W&B runs of one sweep share a group; None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.sweep.dir).name
+
+
+for name, resolver in (("wandb_offline", wandb_offline), ("sweep_group", sweep_group)):
+    if not OmegaConf.has_resolver(name):
+        OmegaConf.register_new_resolver(name, resolver)

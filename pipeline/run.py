@@ -14,6 +14,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -123,6 +124,10 @@ def run_experiment(
     of a multi-GPU run, which only train)."""
     check_model_specific_overrides(cfg, overrides, model_name)
     console = Console(width=None if sys.stdout.isatty() else 160)
+    finished = run_dir / "summary.json"
+    if cfg.get("skip_finished") and finished.exists():
+        console.print(f"{run_dir}: finished earlier (summary.json exists); skipped")
+        return json.loads(finished.read_text())["summary"]
     dataset: SynthesisDataset = instantiate(cfg.data)
     methods: dict[str, SynthesisMethod] = {model_name: instantiate(cfg.model)}
     for name, baseline_cfg in (cfg.get("baselines") or {}).items():

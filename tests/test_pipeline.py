@@ -164,7 +164,6 @@ def test_lambda_with_a_model_without_loss_weights_is_an_error(phantom_root, tmp_
 TINY_PIX2PIX = (
     "generator=unet_small",
     "generator.base_filters=4",
-    "trainer=cpu",
     "model.discriminator.base_filters=4",
     "model.checkpoint_every=2",
     "model.validate_every=3",
@@ -185,7 +184,14 @@ def checkpoint_step(run_dir):
 @pytest.mark.slow
 def test_pix2pix_trains_resumes_predicts_scores_and_synthesizes(phantom_root, tmp_path):
     run_dir = tmp_path / "run"
-    common = ("train.py", "data=brats", f"data.root={phantom_root}", *TINY_PIX2PIX, f"hydra.run.dir={run_dir}")
+    common = (
+        "train.py",
+        "data=brats",
+        f"data.root={phantom_root}",
+        *TINY_PIX2PIX,
+        "trainer=cpu",
+        f"hydra.run.dir={run_dir}",
+    )
     run(*common, "model.constant_iterations=2", "model.decay_iterations=2")
     assert checkpoint_step(run_dir) == 8  # 4 iterations, a D and a G step each
     assert not (run_dir / "model" / "cache").exists()  # the run's own cache is removed after training
@@ -209,3 +215,18 @@ def test_pix2pix_trains_resumes_predicts_scores_and_synthesizes(phantom_root, tm
     run("synthesize.py", run_dir, phantom_root / case_id / f"{case_id}-t1n.nii.gz", tmp_path / "synthetic")
     written = load_volume(tmp_path / "synthetic" / f"{case_id}-t1n_t2syn.nii.gz")
     np.testing.assert_allclose(written.data, prediction.data, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_pix2pix_data_parallel_on_two_cpu_processes(phantom_root, tmp_path):
+    """trainer=ddp through Lightning's launcher (gloo on the CPU): both ranks train, one predicts."""
+    run_dir = tmp_path / "run"
+    run(
+        "train.py", "data=brats", f"data.root={phantom_root}", *TINY_PIX2PIX, "trainer=ddp", "trainer.accelerator=cpu",
+        "trainer.devices=2", "model.constant_iterations=2", "model.decay_iterations=1", "baselines=null",
+        f"hydra.run.dir={run_dir}",
+    )  # fmt: skip
+    assert checkpoint_step(run_dir) == 6
+    assert (run_dir / "train_ddp_process_1.log").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())["summary"]
+    assert {e["method"] for e in summary} == {"pix2pix"}
