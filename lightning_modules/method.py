@@ -185,6 +185,7 @@ class Pix2PixMethod(SynthesisMethod):
         # after that step's update; that is the state a resumed run continues from, as intended.
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         trainer.fit(self.system(), datamodule=datamodule, ckpt_path=last if last.exists() else None)
+        trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
         self.generator_ = self.generator_.cpu()
         if not shared_cache and trainer.is_global_zero:
             shutil.rmtree(cache, ignore_errors=True)
