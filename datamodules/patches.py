@@ -14,12 +14,13 @@ changed between training and inference; that was a bug, fixed here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,8 +35,10 @@ from datamodules.dataset import Subject
 from datamodules.preprocessing import bounding_box, percentile_scale
 
 #: Bump when the cached arrays change meaning, so old caches are not reused.
-CACHE_VERSION = 1
-CHANNELS = ("t1", "t2", "brain", "tumour")
+CACHE_VERSION = 2
+#: How a cached channel is stored and batched: images float16 -> float32 (background -1), masks
+#: uint8 -> bool, labels (class indices) uint8 -> int64.
+IMAGE, MASK, LABEL = "image", "mask", "label"
 Flip = Literal["lr_ap", "lr", "none"]
 FLIPS = ("lr_ap", "lr", "none")
 
@@ -48,6 +51,12 @@ def to_network_scale(unit: np.ndarray) -> np.ndarray:
 def from_network_scale(network: np.ndarray) -> np.ndarray:
     """[-1, 1] -> [0, 1], clipped."""
     return np.clip((network + 1) / 2, 0, 1).astype(np.float32)
+
+
+def kind_of(array: np.ndarray) -> str:
+    if array.dtype == bool:
+        return MASK
+    return IMAGE if np.issubdtype(array.dtype, np.floating) else LABEL
 
 
 def network_inputs(subject: Subject) -> dict[str, np.ndarray]:
@@ -64,6 +73,27 @@ def network_inputs(subject: Subject) -> dict[str, np.ndarray]:
     return arrays
 
 
+def segmentation_inputs(
+    subject: Subject, label_values: Sequence[int], modalities: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The arrays a segmenter trains on: each modality on the network scale (as the T1 of
+    :func:`network_inputs`), the brain mask, and ``label``: the class index of each voxel (the
+    position of its label in ``label_values``, whose first entry is the background 0)."""
+    brain = subject.brain
+    volumes = {"t1": subject.t1, "t2": subject.t2, **subject.other}
+    arrays: dict[str, np.ndarray] = {}
+    for modality in modalities:
+        if volumes.get(modality) is None:
+            raise ValueError(f"{subject.case_id}: the segmenter needs {modality}")
+        arrays[modality] = to_network_scale(percentile_scale(volumes[modality].data, brain))
+    arrays["brain"] = brain
+    if subject.segmentation is not None:
+        lookup = np.zeros(max(label_values) + 1, dtype=np.uint8)
+        lookup[list(label_values)] = np.arange(len(label_values), dtype=np.uint8)
+        arrays["label"] = lookup[subject.segmentation.data.astype(np.int64)]
+    return arrays
+
+
 @dataclass(frozen=True)
 class CachedCase:
     """One cached case: a folder holding ``<channel>.npy`` and ``affine.npy`` (the affine of the
@@ -72,14 +102,19 @@ class CachedCase:
     case_id: str
     folder: Path
 
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Channel name -> kind (:data:`IMAGE`, :data:`MASK` or :data:`LABEL`)."""
+        return json.loads((self.folder / "channels.json").read_text())
+
     def array(self, channel: str) -> np.ndarray:
         return np.load(self.folder / f"{channel}.npy", mmap_mode="r")
 
 
-def _digest(subject: Subject, margin: int, min_shape: Sequence[int]) -> str:
+def _digest(subject: Subject, margin: int, min_shape: Sequence[int], purpose: str) -> str:
     hasher = hashlib.blake2b(digest_size=12)
-    hasher.update(json.dumps([CACHE_VERSION, subject.case_id, margin, list(min_shape)]).encode())
-    for volume in (subject.t1, subject.t2, subject.segmentation):
+    hasher.update(json.dumps([CACHE_VERSION, subject.case_id, margin, list(min_shape), purpose]).encode())
+    for volume in (subject.t1, subject.t2, subject.segmentation, *subject.other.values()):
         if volume is not None:
             hasher.update(np.ascontiguousarray(volume.data).view(np.uint8).ravel())
             hasher.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
@@ -99,15 +134,23 @@ def crop_box(
     return box, padding
 
 
-def cache_case(subject: Subject, root: Path, margin: int = 4, min_shape: Sequence[int] = (1, 1, 1)) -> CachedCase:
-    """Write ``subject``'s network inputs under ``root`` (once: an existing entry with the same
-    content is reused). Safe for concurrent writers: an entry is written aside and renamed."""
-    folder = root / f"{subject.case_id}-{_digest(subject, margin, min_shape)}"
+Inputs = Callable[[Subject], dict[str, np.ndarray]]
+
+
+def cache_case(
+    subject: Subject,
+    root: Path,
+    margin: int = 4,
+    min_shape: Sequence[int] = (1, 1, 1),
+    inputs: Inputs = network_inputs,
+    purpose: str = "synthesis",
+) -> CachedCase:
+    """Write ``inputs(subject)`` (which holds ``brain``) under ``root``, once: an entry with the
+    same content and ``purpose`` is reused. Safe for concurrent writers (written aside, renamed)."""
+    folder = root / f"{subject.case_id}-{_digest(subject, margin, min_shape, purpose)}"
     if folder.is_dir():
         return CachedCase(subject.case_id, folder)
-    arrays = network_inputs(subject)
-    if "t2" not in arrays:
-        raise ValueError(f"{subject.case_id}: a training case needs a T2")
+    arrays = inputs(subject)
     box, padding = crop_box(arrays["brain"], margin, min_shape)
     affine = subject.t1.affine.copy()
     start = np.array([axis_box.start - before for axis_box, (before, _) in zip(box, padding, strict=True)], float)
@@ -115,12 +158,13 @@ def cache_case(subject: Subject, root: Path, margin: int = 4, min_shape: Sequenc
     root.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
     try:
-        for channel in CHANNELS:
-            background = -1 if channel in ("t1", "t2") else 0
-            data = np.pad(arrays[channel][box], padding, constant_values=background)
-            dtype = np.float16 if channel in ("t1", "t2") else np.uint8
-            np.save(partial / f"{channel}.npy", data.astype(dtype))
+        kinds = {channel: kind_of(array) for channel, array in arrays.items()}
+        for channel, array in arrays.items():
+            image = kinds[channel] == IMAGE
+            data = np.pad(array[box], padding, constant_values=-1 if image else 0)
+            np.save(partial / f"{channel}.npy", data.astype(np.float16 if image else np.uint8))
         np.save(partial / "affine.npy", affine)
+        (partial / "channels.json").write_text(json.dumps(kinds))
         os.chmod(partial, 0o755)
         partial.rename(folder)
     except OSError:
@@ -131,9 +175,14 @@ def cache_case(subject: Subject, root: Path, margin: int = 4, min_shape: Sequenc
 
 
 def cache_cases(
-    subjects: Iterable[Subject], root: Path, margin: int = 4, min_shape: Sequence[int] = (1, 1, 1)
+    subjects: Iterable[Subject],
+    root: Path,
+    margin: int = 4,
+    min_shape: Sequence[int] = (1, 1, 1),
+    inputs: Inputs = network_inputs,
+    purpose: str = "synthesis",
 ) -> list[CachedCase]:
-    return [cache_case(subject, root, margin, min_shape) for subject in subjects]
+    return [cache_case(subject, root, margin, min_shape, inputs, purpose) for subject in subjects]
 
 
 def read_cached(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray]:
@@ -146,8 +195,8 @@ def read_cached(path: str | os.PathLike) -> tuple[torch.Tensor, np.ndarray]:
 def torchio_subject(case: CachedCase) -> tio.Subject:
     """A lazily loaded TorchIO subject over a cached case."""
     images: dict[str, Any] = {}
-    for channel in CHANNELS:
-        image_type = tio.ScalarImage if channel in ("t1", "t2") else tio.LabelMap
+    for channel, kind in case.kinds.items():
+        image_type = tio.ScalarImage if kind == IMAGE else tio.LabelMap
         images[channel] = image_type(case.folder / f"{channel}.npy", reader=read_cached)
     return tio.Subject(case_id=case.case_id, **images)
 
@@ -161,14 +210,20 @@ def flip_transform(flip: Flip) -> tio.Transform | None:
     return tio.RandomFlip(axes=axes, flip_probability=1.0, p=0.5)
 
 
-def collate_patches(patches: list[dict[str, Any]], spatial_dims: int = 3) -> dict[str, torch.Tensor]:
-    """TorchIO patches -> {channel: (N, 1, *P)} with masks as bool; 2-D drops the unit last axis."""
+def as_kind(data: torch.Tensor, kind: str) -> torch.Tensor:
+    return {IMAGE: data.float, MASK: data.bool, LABEL: data.long}[kind]()
+
+
+def collate_patches(
+    patches: list[dict[str, Any]], kinds: dict[str, str], spatial_dims: int = 3
+) -> dict[str, torch.Tensor]:
+    """TorchIO patches -> {channel: (N, 1, *P)} typed by kind; 2-D drops the unit last axis."""
     batch = {}
-    for channel in CHANNELS:
+    for channel, kind in kinds.items():
         data = torch.stack([patch[channel][tio.DATA] for patch in patches])
         if spatial_dims == 2:
             data = data.squeeze(-1)
-        batch[channel] = data.bool() if channel in ("brain", "tumour") else data
+        batch[channel] = as_kind(data, kind)
     return batch
 
 
@@ -184,9 +239,8 @@ class WholeVolumes(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         case = self.cases[index]
         item: dict[str, Any] = {"case_id": case.case_id}
-        for channel in CHANNELS:
-            data = torch.from_numpy(np.array(case.array(channel)))[None]
-            item[channel] = data.float() if channel in ("t1", "t2") else data.bool()
+        for channel, kind in case.kinds.items():
+            item[channel] = as_kind(torch.from_numpy(np.array(case.array(channel)))[None], kind)
         return item
 
 
@@ -257,7 +311,7 @@ class PatchDataModule(pl.LightningDataModule):
             queue,
             batch_size=self.batch_size,
             num_workers=0,  # the queue's own workers load the volumes
-            collate_fn=lambda patches: collate_patches(patches, self.spatial_dims),
+            collate_fn=functools.partial(collate_patches, kinds=self.training[0].kinds, spatial_dims=self.spatial_dims),
         )
 
     def val_dataloader(self) -> DataLoader | list:

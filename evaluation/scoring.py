@@ -81,8 +81,22 @@ def score_prediction(prediction: Volume, subject: Subject, region: str = "brain"
     return {metric: scores[metric] for metric in METRICS}
 
 
-def summarise(rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("method", "role")) -> list[dict[str, Any]]:
-    """Mean, sd and count of every metric per group of ``keys``; n/a values are left out."""
+def metric_names(rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("method", "role")) -> list[str]:
+    """The metric columns of per-case rows: every column but the grouping keys and text columns."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for name, value in row.items():
+            if name not in keys and not isinstance(value, str):
+                names.setdefault(name)
+    return list(names)
+
+
+def summarise(
+    rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("method", "role"), metrics: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Mean, sd and count of every metric (default: every numeric column) per group of ``keys``;
+    n/a values are left out."""
+    metrics = metric_names(rows, keys) if metrics is None else metrics
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -90,7 +104,7 @@ def summarise(rows: Sequence[dict[str, Any]], keys: Sequence[str] = ("method", "
     for group, members in groups.items():
         entry: dict[str, Any] = dict(zip(keys, group, strict=True))
         entry["cases"] = len(members)
-        for metric in METRICS:
+        for metric in metrics:
             values = np.array([m[metric] for m in members if m.get(metric) is not None], dtype=np.float64)
             finite = values[np.isfinite(values)]
             entry[metric] = {

@@ -76,39 +76,57 @@ def _run(generator: nn.Module, batch: torch.Tensor, device: torch.device, precis
 
 
 def _whole(
-    generator: nn.Module, t1: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
+    network: nn.Module, volume: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
 ) -> torch.Tensor:
     if spatial_dims == 3:
-        return _run(generator, t1[None, None], device, settings.precision)[0, 0]
-    slices = t1.permute(2, 0, 1)[:, None]  # (Z, 1, X, Y): axial slices as a batch
+        return _run(network, volume[None], device, settings.precision)[0]
+    slices = volume.permute(3, 0, 1, 2)  # (Z, C, X, Y): axial slices as a batch
     outputs = [
-        _run(generator, slices[start : start + settings.batch_size], device, settings.precision)
+        _run(network, slices[start : start + settings.batch_size], device, settings.precision)
         for start in range(0, slices.shape[0], settings.batch_size)
     ]
-    return torch.cat(outputs)[:, 0].permute(1, 2, 0)
+    return torch.cat(outputs).permute(1, 2, 3, 0)
 
 
 def _sliding_window(
-    generator: nn.Module, t1: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
+    network: nn.Module, volume: torch.Tensor, spatial_dims: int, settings: InferenceSettings, device: torch.device
 ) -> torch.Tensor:
     patch_size = (*settings.patch_size[:2], 1) if spatial_dims == 2 else tuple(settings.patch_size)
     overlap = (*settings.overlap[:2], 0) if spatial_dims == 2 else tuple(settings.overlap)
-    subject = tio.Subject(t1=tio.ScalarImage(tensor=t1[None]))
+    subject = tio.Subject(volume=tio.ScalarImage(tensor=volume))
     # Patches beyond the border are padded with the background value -1.
     sampler = tio.GridSampler(subject, patch_size, overlap, padding_mode=-1.0)
     aggregator = tio.GridAggregator(sampler, overlap_mode="hann")
     loader = torch.utils.data.DataLoader(sampler, batch_size=settings.batch_size)
     for patches in loader:
-        batch = patches["t1"][tio.DATA]
+        batch = patches["volume"][tio.DATA]
         if spatial_dims == 2:
-            output = _run(generator, batch[..., 0], device, settings.precision)[..., None]
+            output = _run(network, batch[..., 0], device, settings.precision)[..., None]
         else:
-            output = _run(generator, batch, device, settings.precision)
+            output = _run(network, batch, device, settings.precision)
         aggregator.add_batch(output, patches[tio.LOCATION])
-    return aggregator.get_output_tensor()[0]
+    return aggregator.get_output_tensor()
 
 
 @torch.no_grad()
+def infer(
+    network: nn.Module,
+    volume: np.ndarray,
+    spatial_dims: int,
+    settings: InferenceSettings,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The network's output for a (C, X, Y, Z) volume: (K, X, Y, Z) float32, K output channels."""
+    device = torch.device(device)
+    tensor = torch.as_tensor(np.ascontiguousarray(volume), dtype=torch.float32)
+    run = _whole if settings.mode == "whole" else _sliding_window
+    with generator_mode(network, settings.stochastic):
+        output = run(network, tensor, spatial_dims, settings, device)
+    if tuple(output.shape[1:]) != tuple(volume.shape[1:]):  # a broken invariant, not bad input
+        raise AssertionError(f"network output {tuple(output.shape)} does not match input {volume.shape}")
+    return output.numpy().astype(np.float32)
+
+
 def synthesise(
     generator: nn.Module,
     t1: np.ndarray,
@@ -117,11 +135,4 @@ def synthesise(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """The generator's output for a (X, Y, Z) T1 on the network scale [-1, 1]; same shape, float32."""
-    device = torch.device(device)
-    tensor = torch.as_tensor(np.ascontiguousarray(t1), dtype=torch.float32)
-    run = _whole if settings.mode == "whole" else _sliding_window
-    with generator_mode(generator, settings.stochastic):
-        output = run(generator, tensor, spatial_dims, settings, device)
-    if tuple(output.shape) != tuple(t1.shape):  # a broken invariant, not bad input
-        raise AssertionError(f"generator output {tuple(output.shape)} differs from input {t1.shape}")
-    return output.numpy().astype(np.float32)
+    return infer(generator, t1[None], spatial_dims, settings, device)[0]

@@ -9,8 +9,6 @@ image panels) and, while training, ``cache/`` (the decoded volumes; see :mod:`da
 
 from __future__ import annotations
 
-import shutil
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,16 +20,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.patches import PatchDataModule, cache_cases, from_network_scale, to_network_scale
+from datamodules.patches import from_network_scale, network_inputs, to_network_scale
 from datamodules.preprocessing import bounding_box, median_per_axial_slice, percentile_scale
 from lightning_modules.inference import InferenceSettings, synthesise
 from lightning_modules.pix2pix import Pix2Pix
+from lightning_modules.training import BRAIN_MARGIN, prepare_data, train
 from pipeline.contract import FitContext, SynthesisMethod
 
 #: Lightning counts optimiser steps: each training iteration steps D and then G.
 OPTIMISER_STEPS_PER_ITERATION = 2
-#: Voxels kept around the brain's bounding box when a volume is cropped for the network.
-BRAIN_MARGIN = 4
 
 
 def plain(value: Any) -> Any:
@@ -142,53 +139,22 @@ class Pix2PixMethod(SynthesisMethod):
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
-        import pytorch_lightning as pl
-        from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-
         workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "pix2pix"
-        data = dict(self.data)
-        shared_cache = data.pop("cache_dir", None)
-        cache = Path(shared_cache).expanduser() if shared_cache else workdir / "cache"
-        patch_size = data.get("patch_size", (128, 128, 128))
-        min_shape = (*patch_size[:2], 1) if self.spatial_dims == 2 else patch_size
-        datamodule = PatchDataModule(
-            training=cache_cases(subjects, cache, BRAIN_MARGIN, min_shape),
-            validation=cache_cases(context.validation, cache, BRAIN_MARGIN, (1, 1, 1)),
-            spatial_dims=self.spatial_dims,
-            **data,
+        data = prepare_data(
+            subjects, context.validation, workdir, self.data, self.spatial_dims, network_inputs, "pix2pix"
         )
-        pl.seed_everything(self.seed, workers=True, verbose=False)
-        checkpoints = ModelCheckpoint(
-            dirpath=workdir / "checkpoints",
-            every_n_train_steps=self.checkpoint_every * OPTIMISER_STEPS_PER_ITERATION,
-            save_top_k=0,
-            save_last=True,
-        )
-        callbacks: list[Any] = [checkpoints]
-        if context.logger is not None:
-            callbacks.append(LearningRateMonitor(logging_interval="step"))
-        trainer = pl.Trainer(
-            **self.trainer,
+        train(
+            self.system(),
+            data,
+            workdir,
+            self.trainer,
             max_steps=self.iterations * OPTIMISER_STEPS_PER_ITERATION,
-            max_epochs=-1,
-            logger=context.logger if context.logger is not None else False,
-            callbacks=callbacks,
-            default_root_dir=workdir,
-            val_check_interval=self.validate_every,
-            check_val_every_n_epoch=None,
-            limit_val_batches=None if context.validation else 0,
-            num_sanity_val_steps=0,
-            use_distributed_sampler=False,  # the TorchIO queue shards volumes itself
+            checkpoint_every_steps=self.checkpoint_every * OPTIMISER_STEPS_PER_ITERATION,
+            validate_every_batches=self.validate_every,
+            logger=context.logger,
+            seed=self.seed,
         )
-        last = workdir / "checkpoints" / "last.ckpt"
-        # Lightning warns that a checkpoint written from a manual-optimisation step holds the weights
-        # after that step's update; that is the state a resumed run continues from, as intended.
-        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-        trainer.fit(self.system(), datamodule=datamodule, ckpt_path=last if last.exists() else None)
-        trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
         self.generator_ = self.generator_.cpu()
-        if not shared_cache and trainer.is_global_zero:
-            shutil.rmtree(cache, ignore_errors=True)
 
     # -- inference -------------------------------------------------------------------------------
 

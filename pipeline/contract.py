@@ -1,7 +1,8 @@
-"""The contract every synthesis method implements, in the spirit of scikit-learn's estimators.
+"""The contract every method implements, in the spirit of scikit-learn's estimators: synthesis
+methods (T1 -> T2) and segmentation methods (four contrasts -> tumour labels) alike.
 
 Hyper-parameters are constructor arguments stored as given (and validated there); learned state is
-set by :meth:`SynthesisMethod.fit` in attributes with a trailing underscore; :meth:`predict` checks
+set by :meth:`Method.fit` in attributes with a trailing underscore; :meth:`predict` checks
 that the method is fitted. A fitted method saves to a folder holding ``method.json`` (its class and
 hyper-parameters) and ``state.npz`` (its learned arrays): portable, no pickle.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.dataset import Subject
+from datamodules.labels import LabelConvention
 from datamodules.nifti import Volume
 from datamodules.splits import write_json_atomic
 
@@ -44,28 +46,30 @@ class FitContext:
     validation: Sequence[Subject] = ()
     workdir: Path | None = None
     logger: Any = None
+    labels: LabelConvention | None = None
 
 
-class SynthesisMethod(ABC):
-    """Fit on training subjects (T1 and T2); predict a T2 for a subject's T1.
+class Method(ABC):
+    """Fit on training subjects; predict a volume for a subject. Subclasses say which task they do
+    and which modalities they read."""
 
-    Predictions are float32 volumes with the T1's geometry, on the project's unit T2 scale
-    (:func:`datamodules.preprocessing.unit_scale`: the brain's T2 min-max mapped to [0, 1]), 0 outside
-    the brain.
-    """
-
+    #: ``synthesis`` or ``segmentation``: how predictions are written and scored.
+    task: str = ""
+    #: Modalities each training subject must have, and those :meth:`predict` reads.
+    training_modalities: tuple[str, ...] = ()
+    inference_modalities: tuple[str, ...] = ()
     #: Whether ``fit`` learns anything; stateless methods are fitted from construction.
     learns: bool = True
 
-    def fit(self, subjects: Sequence[Subject], context: FitContext | None = None) -> SynthesisMethod:
-        """Learn from training subjects, each with ``t2``. ``subjects`` may load lazily: iterate it
-        rather than indexing it repeatedly."""
+    def fit(self, subjects: Sequence[Subject], context: FitContext | None = None) -> Method:
+        """Learn from training subjects, each with :attr:`training_modalities`. ``subjects`` may load
+        lazily: iterate it rather than indexing it repeatedly."""
         self._fit(subjects, context or FitContext())
         self.fitted_ = True
         return self
 
     def predict(self, subject: Subject) -> Volume:
-        """Synthesise the T2 of ``subject`` from its T1 (its ``t2`` is never read)."""
+        """The prediction for ``subject``, from its :attr:`inference_modalities` only."""
         self.check_fitted()
         return self._predict(subject)
 
@@ -117,7 +121,7 @@ class SynthesisMethod(ABC):
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> SynthesisMethod:
+    def load(cls, folder: str | Path) -> Method:
         """Load a saved method; works on the base class too (the class is read from ``method.json``)."""
         folder = Path(folder)
         description_file = folder / METHOD_FILE
@@ -135,6 +139,28 @@ class SynthesisMethod(ABC):
                 method.set_state({key: arrays[key] for key in arrays.files})
         method.fitted_ = True
         return method
+
+
+class SynthesisMethod(Method):
+    """Fit on training subjects (T1 and T2); predict a T2 for a subject's T1.
+
+    Predictions are float32 volumes with the T1's geometry, on the project's unit T2 scale
+    (:func:`datamodules.preprocessing.unit_scale`: the brain's T2 min-max mapped to [0, 1]), 0 outside
+    the brain.
+    """
+
+    task = "synthesis"
+    training_modalities = ("t1", "t2")
+    inference_modalities = ("t1",)
+
+
+class SegmentationMethod(Method):
+    """Fit on training subjects with all four contrasts and a segmentation; predict a label map in
+    the data set's label convention (integer volume with the T1's geometry, 0 outside the tumour)."""
+
+    task = "segmentation"
+    training_modalities = ("t1", "t1ce", "t2", "flair")
+    inference_modalities = ("t1", "t1ce", "t2", "flair")
 
 
 class LazySubjects(Sequence[Subject]):

@@ -45,6 +45,7 @@ class UNetGenerator(nn.Module):
         norm: ``batch`` or ``instance``.
         upsampling: ``linear_additive`` or ``deconvolution``.
         dropout: apply dropout 0.5 in the intermediate decoder blocks.
+        tanh: end with tanh (an image in [-1, 1]); False gives raw outputs (segmentation logits).
 
     Shapes: (N, in_channels, *S) -> (N, out_channels, *S).
     """
@@ -59,6 +60,7 @@ class UNetGenerator(nn.Module):
         norm: Norm = "batch",
         upsampling: Upsampling = "linear_additive",
         dropout: bool = True,
+        tanh: bool = True,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -104,7 +106,8 @@ class UNetGenerator(nn.Module):
                     )
                 )
             if outermost:
-                layers.append(nn.Tanh())
+                if tanh:
+                    layers.append(nn.Tanh())
             else:
                 layers.append(normalisation(norm, spatial_dims, out_width))
                 if dropout and 3 < level < downsamplings - 1:
