@@ -117,14 +117,15 @@ def summarise(
 
 
 def write_rows_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    """Write per-case rows as CSV atomically; None becomes an empty cell (n/a)."""
+    """Write per-case rows as CSV atomically (columns: every field of any row, in order of first
+    appearance); None and missing fields become empty cells (n/a)."""
     rows = list(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0]) if rows else ["case_id"]
+    fields = list(dict.fromkeys(field for row in rows for field in row)) or ["case_id"]
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(handle, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=fields)
+            writer = csv.DictWriter(stream, fieldnames=fields, restval="")
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})

@@ -52,3 +52,19 @@ def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     if total == 0:
         return output.sum() * 0
     return (weight * (output - target)).square().sum() / total
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+    """1 - the mean soft Dice of the foreground classes (all but class 0) over the batch.
+
+    Args:
+        logits: (N, K, *S) class scores.
+        target: (N, *S) class indices in [0, K).
+    """
+    classes = logits.shape[1]
+    probabilities = logits.softmax(dim=1)[:, 1:]
+    one_hot = F.one_hot(target, classes).movedim(-1, 1)[:, 1:].to(probabilities.dtype)
+    axes = (0, *range(2, logits.dim()))
+    overlap = (probabilities * one_hot).sum(axes)
+    total = probabilities.sum(axes) + one_hot.sum(axes)
+    return 1 - ((2 * overlap + smooth) / (total + smooth)).mean()

@@ -14,6 +14,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -27,13 +28,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 from rich.progress import track
 
-from datamodules.dataset import SynthesisDataset
+from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
-from datamodules.nifti import save_volume
+from datamodules.nifti import Volume, save_volume
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
+from evaluation.segmentation_metrics import SEGMENTATION_TABLE, score_segmentation
 from pipeline.cli import ConfigError
-from pipeline.contract import FitContext, LazySubjects, SynthesisMethod
+from pipeline.contract import FitContext, LazySubjects, Method
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +51,39 @@ def roles_to_predict(dataset: SynthesisDataset, roles: Sequence[str] | None) -> 
     return list(roles)
 
 
+def score(
+    method: Method, prediction: Volume, subject: Subject, labels: LabelConvention, region: str
+) -> dict[str, Any] | None:
+    """The method's task's scores of one prediction, or None when the subject has nothing to
+    compare with (no real T2 for a synthesis, no segmentation for a segmentation)."""
+    if method.task == "segmentation":
+        if subject.segmentation is None:
+            return None
+        return score_segmentation(prediction.data, subject.segmentation.data, labels, subject.t1.spacing)
+    return None if subject.t2 is None else score_prediction(prediction, subject, region)
+
+
 def predict_and_score(
-    methods: Mapping[str, SynthesisMethod],
+    methods: Mapping[str, Method],
     dataset: SynthesisDataset,
     roles: Sequence[str],
     output: Path,
     region: str = "brain",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``roles`` with every method (each case is read once), write the
-    predictions, and score those whose case has a real T2."""
+    predictions, and score those that have something to compare with."""
     rows: list[dict[str, Any]] = []
+    needed = {m for method in methods.values() for m in method.inference_modalities}
     work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
     for role, case in track(work, description=f"Predicting {len(work)} cases with {len(methods)} method(s)"):
-        subject = dataset.load(case, ("t1", "t2") if case.has("t2") else ("t1",))
+        modalities = ["t1", *sorted((needed | ({"t2"} if case.has("t2") else set())) - {"t1"})]
+        subject = dataset.load(case, modalities)
         for method_name, method in methods.items():
             for suffix, prediction in method.predict_all(subject).items():
                 name = f"{method_name}_{suffix}" if suffix else method_name
-                save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz")
-                if subject.t2 is not None:
-                    scores = score_prediction(prediction, subject, region)
+                save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz", prediction.data.dtype)
+                scores = score(method, prediction, subject, dataset.labels, region)
+                if scores is not None:
                     rows.append({"method": name, "role": role, "case_id": case.case_id, **scores})
     return rows
 
@@ -99,19 +116,27 @@ def models_using(key: str) -> list[str]:
 
 
 def fit_methods(
-    methods: Mapping[str, SynthesisMethod], dataset: SynthesisDataset, run_dir: Path, primary: str, logger: Any = None
+    methods: Mapping[str, Method], dataset: SynthesisDataset, run_dir: Path, primary: str, logger: Any = None
 ) -> None:
     """Fit each method on the training split (validating on the validation split, for the methods
     that do) and save it: the primary to ``model/``, baselines to ``baselines/<name>``."""
-    loader = lambda case: dataset.load(case, ("t1", "t2"))  # noqa: E731
-    validation_cases = (
-        [case for case in dataset.cases_in(VALIDATION) if case.has("t2")] if VALIDATION in dataset.split else []
-    )
     for name, method in methods.items():
         folder = run_dir / "model" if name == primary else run_dir / "baselines" / name
+        modalities = method.training_modalities
+        loader = functools.partial(dataset.load, modalities=modalities)
+        validation_cases = [
+            case
+            for case in (dataset.cases_in(VALIDATION) if VALIDATION in dataset.split else [])
+            if all(case.has(m) for m in modalities)
+        ]
         training = LazySubjects(loader, dataset.cases_in(TRAIN), description=f"Fitting {name}")
         validation = LazySubjects(loader, validation_cases, description="Loading validation subjects")
-        context = FitContext(validation=validation, workdir=folder, logger=logger if name == primary else None)
+        context = FitContext(
+            validation=validation,
+            workdir=folder,
+            logger=logger if name == primary else None,
+            labels=dataset.labels,
+        )
         method.fit(training, context)
         if rank_zero_only.rank == 0:
             method.save(folder)
@@ -129,9 +154,11 @@ def run_experiment(
         console.print(f"{run_dir}: finished earlier (summary.json exists); skipped")
         return json.loads(finished.read_text())["summary"]
     dataset: SynthesisDataset = instantiate(cfg.data)
-    methods: dict[str, SynthesisMethod] = {model_name: instantiate(cfg.model)}
+    methods: dict[str, Method] = {model_name: instantiate(cfg.model)}
     for name, baseline_cfg in (cfg.get("baselines") or {}).items():
-        methods.setdefault(name, instantiate(baseline_cfg))
+        baseline = instantiate(baseline_cfg)
+        if baseline.task == methods[model_name].task:  # synthesis baselines mean nothing to a segmenter
+            methods.setdefault(name, baseline)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -153,7 +180,9 @@ def run_experiment(
     write_json_atomic(
         {"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary}, run_dir / "summary.json"
     )
-    console.print(summary_table(summary, title=f"{model_name} on {dataset.root.name} ({run_dir})"))
+    title = f"{model_name} on {dataset.root.name} ({run_dir})"
+    table_metrics = SEGMENTATION_TABLE if methods[model_name].task == "segmentation" else None
+    console.print(summary_table(summary, title=title, metrics=table_metrics))
     if logger is not None:
         flat = {
             f"{e['method']}/{e['role']}/{metric}": value["mean"]

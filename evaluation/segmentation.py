@@ -1,0 +1,133 @@
+"""Segmentation-based evaluation (evaluation protocol, section 2): is the synthetic T2 useful?
+
+Every case is segmented with its real T2 and with each method's synthetic T2 (T1, T1CE and FLAIR
+real both times), by a trained segmenter (``python train.py model=segmenter``) or by an external
+command. Each segmentation is compared with the ground truth, or, for a case without one, with the
+segmentation made with the real T2. Per case, the change against the real-T2 run is recorded as the
+paper's Table 2 does: method Dice - real-T2 Dice, and real-T2 HD95 - method HD95 (positive = better).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.progress import track
+
+from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, save_volume
+from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
+
+REAL_T2 = "real_t2"
+MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+class Segmenter(Protocol):
+    """Anything that turns a subject with the four contrasts into a label map."""
+
+    def predict(self, subject: Subject) -> Volume: ...
+
+
+class CommandSegmenter:
+    """An external segmenter (an nnU-Net or BraTS container, ...) run once per case.
+
+    ``template`` is a shell-style command with the placeholders ``{t1}``, ``{t1ce}``, ``{t2}``,
+    ``{flair}`` (input NIfTI files, written for the call) and ``{output}`` (the label map the command
+    must write, in the data set's label convention), e.g.
+    ``docker run --rm -v /tmp:/tmp brats-seg {t1} {t1ce} {t2} {flair} {output}``.
+    """
+
+    def __init__(self, template: str) -> None:
+        missing = [name for name in (*MODALITIES, "output") if "{" + name + "}" not in template]
+        if missing:
+            raise ValueError(f"segmenter command lacks the placeholders {missing}: {template!r}")
+        self.template = template
+
+    def predict(self, subject: Subject) -> Volume:
+        volumes = {"t1": subject.t1, "t2": subject.t2, **subject.other}
+        with tempfile.TemporaryDirectory(prefix="segment-") as folder:
+            files = {m: save_volume(volumes[m], Path(folder) / f"{m}.nii.gz") for m in MODALITIES}
+            output = Path(folder) / "segmentation.nii.gz"
+            command = [part.format(**files, output=output) for part in shlex.split(self.template)]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0 or not output.exists():
+                raise RuntimeError(
+                    f"segmenter command failed for {subject.case_id} (exit {result.returncode}): "
+                    f"{' '.join(command)}\n{result.stderr[-2000:]}"
+                )
+            labels = load_volume(output, label_map=True)
+            return subject.t1.with_data(labels.data.astype("int16"))
+
+
+def changes(scores: Mapping[str, float], real: Mapping[str, float]) -> dict[str, float]:
+    """The paper's Table 2 entries: Dice gained and HD95 reduced against the real-T2 run."""
+    result = {}
+    for region in (*REGION_NAMES, "mean"):
+        result[f"dice_change_{region}"] = scores[f"dice_{region}"] - real[f"dice_{region}"]
+        result[f"hd95_change_{region}"] = real[f"hd95_{region}"] - scores[f"hd95_{region}"]
+    return result
+
+
+def evaluate_synthetic_t2(
+    segmenter: Segmenter,
+    dataset: SynthesisDataset,
+    predictions: Mapping[str, Mapping[str, Path]],
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Segment every case that has a synthetic T2, with the real and with each synthetic T2.
+
+    Args:
+        segmenter: a trained segmenter (or :class:`CommandSegmenter`).
+        dataset: the data set the predictions were made for (its four contrasts and segmentations).
+        predictions: method -> case id -> synthetic T2 file.
+
+    Returns:
+        One row per (method, case), the real T2 included as method ``real_t2`` for cases with a
+        ground truth: role, case id, ``reference`` (``ground_truth`` or ``real_t2``), Dice and HD95
+        per region and their means, and (synthetic T2s) the changes against the real-T2 run.
+    """
+    role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
+    case_ids = sorted({case_id for files in predictions.values() for case_id in files})
+    rows: list[dict[str, Any]] = []
+    cases = track(case_ids, description=f"Segmenting {len(case_ids)} case(s)") if progress else case_ids
+    for case_id in cases:
+        subject = dataset.load(dataset.cases[case_id], MODALITIES)
+        real = segmenter.predict(subject)
+        ground_truth = subject.segmentation
+        reference = (ground_truth or real).data
+        common = {"role": role_of.get(case_id, "unassigned"), "case_id": case_id}
+        common["reference"] = "ground_truth" if ground_truth is not None else REAL_T2
+        spacing = subject.t1.spacing
+        real_scores = score_segmentation(real.data, reference, dataset.labels, spacing)
+        if ground_truth is not None:
+            rows.append({"method": REAL_T2, **common, **real_scores})
+        for method, files in predictions.items():
+            if case_id not in files:
+                continue
+            synthetic = load_volume(files[case_id])
+            check_same_geometry({"t1": subject.t1, "synthetic t2": synthetic}, case_id)
+            segmentation = segmenter.predict(dataclasses.replace(subject, t2=synthetic))
+            scores = score_segmentation(segmentation.data, reference, dataset.labels, spacing)
+            rows.append({"method": method, **common, **scores, **changes(scores, real_scores)})
+    return rows
+
+
+def prediction_files(folders: Sequence[Path], dataset: SynthesisDataset) -> dict[str, dict[str, Path]]:
+    """method -> case id -> file, from run ``predictions/`` folders (``<method>/<role>/<case>.nii.gz``).
+    With several folders, each method is labelled with its run's folder name."""
+    files: dict[str, dict[str, Path]] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            raise InvalidInputError(folder, "predictions folder not found")
+        for method_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
+            method = method_folder.name if len(folders) == 1 else f"{method_folder.name} ({folder.parent.name})"
+            for path in sorted(method_folder.glob("*/*.nii*")):
+                case_id = path.name.split(".nii")[0]
+                if case_id in dataset.cases:
+                    files.setdefault(method, {})[case_id] = path
+    return files

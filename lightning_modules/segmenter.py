@@ -1,0 +1,198 @@
+"""The segmentation model of the segmentation-based evaluation (evaluation protocol, section 2): a
+3-D UNet on T1, T1CE, T2 and FLAIR predicting the data set's tumour labels, standing in for the
+paper's DeepMedic. Trained with ``python train.py model=segmenter`` on the training split."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F  # noqa: N812 -- the usual alias
+from hydra.utils import get_class
+from torch import nn
+
+from datamodules.dataset import Subject
+from datamodules.nifti import Volume
+from datamodules.patches import segmentation_inputs
+from datamodules.preprocessing import bounding_box
+from lightning_modules.inference import InferenceSettings, infer
+from lightning_modules.losses import soft_dice_loss
+from lightning_modules.method import plain, resolve_device
+from lightning_modules.pix2pix import linear_decay
+from lightning_modules.training import BRAIN_MARGIN, prepare_data, train
+from pipeline.contract import FitContext, SegmentationMethod
+
+
+class Segmenter(pl.LightningModule):
+    """Cross-entropy + soft Dice on random patches; AdamW with a linearly decaying rate.
+
+    ``forward`` is inference only: (N, len(modalities), *S) -> (N, classes, *S) logits.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        modalities: Sequence[str],
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-5,
+        iterations: int = 20_000,
+        spatial_dims: int = 3,
+        inference: InferenceSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["network", "inference"])
+        self.network = network
+        self.modalities = list(modalities)
+        self.spatial_dims = spatial_dims
+        self.inference = inference or InferenceSettings()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def configure_optimizers(self) -> Any:
+        optimiser = torch.optim.AdamW(
+            self.network.parameters(), lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, linear_decay(0, self.hparams.iterations))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor:
+        images = torch.cat([batch[m] for m in self.modalities], dim=1)
+        target = batch["label"][:, 0]
+        logits = self.network(images)
+        cross_entropy = F.cross_entropy(logits, target)
+        dice = soft_dice_loss(logits, target)
+        loss = cross_entropy + dice
+        size = images.shape[0]
+        self.log_dict(
+            {"train/cross_entropy": cross_entropy, "train/dice_loss": dice, "train/loss": loss}, batch_size=size
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
+        images = torch.cat([batch[m] for m in self.modalities], dim=1)[0].cpu().numpy()
+        logits = infer(self.network, images, self.spatial_dims, self.inference, self.device)
+        predicted, target = logits.argmax(0) > 0, batch["label"][0, 0].cpu().numpy() > 0
+        total = predicted.sum() + target.sum()
+        dice = 1.0 if total == 0 else 2 * float((predicted & target).sum()) / float(total)
+        self.log("val/dice_whole_tumour", dice, batch_size=1, sync_dist=True)
+
+
+class SegmenterMethod(SegmentationMethod):
+    """The segmenter behind the method contract: ``fit`` trains on the training cases that have a
+    segmentation; ``predict`` returns a label map in the data set's convention (int16, the T1's
+    geometry, background outside the brain).
+
+    Args:
+        network: network config (``_target_`` and arguments, without ``spatial_dims``,
+            ``in_channels`` and ``out_channels``, which follow from the modalities and labels).
+        modalities: input contrasts, in order.
+        learning_rate, weight_decay: AdamW's; the rate decays linearly to 0 over ``iterations``.
+        iterations: training batches.
+        data, trainer, inference, checkpoint_every, validate_every, seed: as for Pix2Pix
+            (:class:`lightning_modules.method.Pix2PixMethod`).
+    """
+
+    def __init__(
+        self,
+        network: Mapping[str, Any],
+        modalities: Sequence[str] = ("t1", "t1ce", "t2", "flair"),
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-5,
+        iterations: int = 20_000,
+        data: Mapping[str, Any] | None = None,
+        trainer: Mapping[str, Any] | None = None,
+        inference: Mapping[str, Any] | None = None,
+        checkpoint_every: int = 1000,
+        validate_every: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        self.network = plain(network)
+        self.modalities = list(plain(modalities))
+        self.learning_rate = float(learning_rate)
+        self.weight_decay = float(weight_decay)
+        self.iterations = int(iterations)
+        self.data = dict(plain(data) or {})
+        self.trainer = dict(plain(trainer) or {})
+        self.inference = dict(plain(inference) or {})
+        self.checkpoint_every = int(checkpoint_every)
+        self.validate_every = int(validate_every)
+        self.seed = seed
+        if not self.modalities:
+            raise ValueError("modalities must name at least one contrast")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+        self.training_modalities = self.inference_modalities = tuple(self.modalities)
+        self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
+
+    def build(self, classes: int) -> nn.Module:
+        arguments = dict(self.network)
+        network_class = get_class(arguments.pop("_target_"))
+        return network_class(spatial_dims=3, in_channels=len(self.modalities), out_channels=classes, **arguments)
+
+    def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
+        if context.labels is None:
+            raise ValueError("the segmenter needs the data set's label convention (FitContext.labels)")
+        self.label_values_ = np.array([0, *sorted(context.labels.labels)], dtype=np.int64)
+        self.network_ = self.build(len(self.label_values_))
+        workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "segmenter"
+        with_labels = [s for s in subjects if s.segmentation is not None]
+        if not with_labels:
+            raise ValueError("no training case has a segmentation")
+        inputs = functools.partial(
+            segmentation_inputs, label_values=self.label_values_.tolist(), modalities=self.modalities
+        )
+        validation = [s for s in context.validation if s.segmentation is not None]
+        data = prepare_data(
+            with_labels, validation, workdir, self.data, 3, inputs, f"segmentation-{context.labels.name}"
+        )
+        system = Segmenter(
+            self.network_,
+            self.modalities,
+            self.learning_rate,
+            self.weight_decay,
+            self.iterations,
+            inference=self.inference_settings,
+        )
+        train(
+            system,
+            data,
+            workdir,
+            self.trainer,
+            max_steps=self.iterations,
+            checkpoint_every_steps=self.checkpoint_every,
+            validate_every_batches=self.validate_every,
+            logger=context.logger,
+            seed=self.seed,
+        )
+        self.network_ = self.network_.cpu()
+
+    def _predict(self, subject: Subject) -> Volume:
+        brain = subject.brain
+        box = bounding_box(brain, BRAIN_MARGIN)
+        arrays = segmentation_inputs(subject, self.label_values_.tolist(), self.modalities)
+        images = np.stack([arrays[m][box] for m in self.modalities])
+        device = resolve_device(self.inference.get("device", "auto"))
+        self.network_.to(device)
+        logits = infer(self.network_, images, 3, self.inference_settings, device)
+        labels = np.zeros(brain.shape, dtype=np.int16)
+        labels[box] = self.label_values_[logits.argmax(0)]
+        labels[~brain] = 0
+        return subject.t1.with_data(labels)
+
+    def state(self) -> dict[str, np.ndarray]:
+        weights = {f"network.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
+        return {"label_values": self.label_values_, **weights}
+
+    def set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.label_values_ = arrays["label_values"]
+        self.network_ = self.build(len(self.label_values_))
+        prefix = "network."
+        self.network_.load_state_dict(
+            {k[len(prefix) :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
+        )
