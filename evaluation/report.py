@@ -1,0 +1,357 @@
+"""The study in one place: per-case metrics from run (or sweep) directories and segmentation
+evaluations, aggregated into tables, box plots and a gallery, written as Markdown and HTML.
+
+Methods are labelled ``<method> (<run folder>)`` when several runs are reported, e.g.
+``pix2pix (gamma=0,generator=unet,lambda=100)``; a run folder named ``model=<method>`` (a baseline
+of the paper's sweep) gives the bare method name. The same labels are used by ``evaluate.py``, so
+image and segmentation metrics of one model meet in one row.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.scoring import LOWER_IS_BETTER, METRICS, format_value, summarise
+from evaluation.segmentation_metrics import HIGHER_IS_BETTER, SEGMENTATION_METRICS
+
+ROLE_ORDER = ("test", "no_ground_truth", "validation")
+SEGMENTATION_REPORTED = ("dice_mean", "dice_WT", "dice_TC", "dice_ET", "hd95_mean", "hd95_WT", "dice_change_mean")
+REAL_T2 = "real_t2"
+
+
+def method_label(method: str, run_name: str, several_runs: bool) -> str:
+    if not several_runs or run_name == f"model={method}":
+        return method
+    return f"{method} ({run_name})"
+
+
+def family(label: str) -> str:
+    """``pix2pix (gamma=0,...)`` -> ``pix2pix``; ``brainclustering_unfiltered (...)`` -> itself."""
+    return label.split(" (")[0]
+
+
+def lower_is_better(metric: str) -> bool:
+    if metric in LOWER_IS_BETTER:
+        return LOWER_IS_BETTER[metric]
+    if metric.startswith(("dice_change", "hd95_change")):
+        return False
+    return not HIGHER_IS_BETTER.get(metric, False)
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            parsed: dict[str, Any] = {}
+            for key, value in row.items():
+                if key in ("method", "role", "case_id", "reference"):
+                    parsed[key] = value
+                else:
+                    parsed[key] = float(value) if value not in ("", None) else None
+            rows.append(parsed)
+    return rows
+
+
+def find_runs(folders: Sequence[Path]) -> list[Path]:
+    """Run directories (holding ``summary.json`` and ``metrics.csv``) under the given folders."""
+    runs = []
+    for folder in folders:
+        candidates = (
+            [folder] if (folder / "summary.json").exists() else sorted(p.parent for p in folder.rglob("summary.json"))
+        )
+        runs += [run for run in candidates if (run / "metrics.csv").exists() and "evaluation" not in run.parts]
+    return list(dict.fromkeys(runs))
+
+
+@dataclass
+class Study:
+    """Per-case rows of image metrics and of segmentation metrics, by method label."""
+
+    image_rows: list[dict[str, Any]] = field(default_factory=list)
+    segmentation_rows: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[Path] = field(default_factory=list)
+    case_files: dict[str, dict[str, Path]] = field(default_factory=dict)  # label -> case -> T2 file
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(row["method"] for row in self.image_rows))
+
+
+def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = ()) -> Study:
+    """Read every run's ``metrics.csv`` (a baseline repeated in several runs is kept once) and every
+    ``segmentation_metrics.csv``."""
+    study = Study(runs=find_runs(run_folders))
+    several = len(study.runs) > 1
+    seen: set[tuple[str, str, str]] = set()
+    for run in study.runs:
+        model = json.loads((run / "summary.json").read_text()).get("model", "")
+        for row in read_csv(run / "metrics.csv"):
+            own = row["method"] == model or row["method"].startswith(f"{model}_")
+            label = method_label(row["method"], run.name, several and own)
+            if (label, row["role"], row["case_id"]) in seen:
+                continue
+            seen.add((label, row["role"], row["case_id"]))
+            study.image_rows.append({**row, "method": label})
+            prediction = run / "predictions" / row["method"] / row["role"] / f"{row['case_id']}.nii.gz"
+            study.case_files.setdefault(label, {})[row["case_id"]] = prediction
+    for folder in segmentation_folders:
+        path = folder / "segmentation_metrics.csv" if folder.is_dir() else folder
+        study.segmentation_rows += read_csv(path)
+    return study
+
+
+def roles_in(rows: Sequence[dict[str, Any]]) -> list[str]:
+    present = {row["role"] for row in rows}
+    return [role for role in ROLE_ORDER if role in present] + sorted(present - set(ROLE_ORDER))
+
+
+def best_on_validation(summary: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, str]]:
+    """For each metric, the method with the best validation mean (as the paper selects its models)
+    and that method's test mean; the test role decides when there is no validation role."""
+    by_role: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in summary:
+        by_role.setdefault(entry["role"], {})[entry["method"]] = entry
+    selection_role = "validation" if "validation" in by_role else "test"
+    choices = []
+    for metric in metrics:
+        candidates = [
+            (entry[metric]["mean"], method)
+            for method, entry in by_role.get(selection_role, {}).items()
+            if method != REAL_T2 and entry.get(metric) and entry[metric]["mean"] is not None
+        ]
+        if not candidates:
+            continue
+        _, method = (min if lower_is_better(metric) else max)(candidates)
+        test = by_role.get("test", {}).get(method, {}).get(metric)
+        choices.append(
+            {
+                "metric": metric,
+                "best method": method,
+                f"{selection_role} mean": format_value(by_role[selection_role][method][metric]),
+                "test mean ± sd": format_value(test) if test else "n/a",
+            }
+        )
+    return choices
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def box_plots(rows: Sequence[dict[str, Any]], metrics: Sequence[str], role: str, path: Path, title: str) -> Path | None:
+    """One box plot per metric: one box per method, over the role's cases."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(row["method"] for row in rows if row["role"] == role))
+    if not methods:
+        return None
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 0.45 * len(methods) * len(metrics), 4.5), squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        values = [
+            [row[metric] for row in rows if row["method"] == m and row["role"] == role and row.get(metric) is not None]
+            for m in methods
+        ]
+        axis.boxplot([v if v else [np.nan] for v in values])
+        axis.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"{title} ({role})", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def gallery(
+    t1: np.ndarray, real: np.ndarray, segmentation: np.ndarray | None, synthetic: dict[str, np.ndarray], path: Path
+) -> Path:
+    """The paper's Figure 4: the mid axial slice of T1, real T2 and each method's T2, with the
+    tumour outline (segmentation > 0) drawn on every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from datamodules.preprocessing import percentile_scale
+
+    brain = t1 != t1[0, 0, 0]
+    z = (
+        int(np.argmax(segmentation.sum(axis=(0, 1))))
+        if segmentation is not None and segmentation.any()
+        else t1.shape[2] // 2
+    )
+    panels = {"T1": percentile_scale(t1, brain), "real T2": percentile_scale(real, brain)}
+    panels.update({name: np.clip(volume, 0, 1) for name, volume in synthetic.items()})
+    columns = min(len(panels), 5)
+    rows = int(np.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, (name, volume) in zip(axes.ravel(), panels.items(), strict=False):
+        axis.imshow(np.rot90(volume[:, :, z]), cmap="gray", vmin=0, vmax=1)
+        if segmentation is not None:
+            axis.contour(np.rot90(segmentation[:, :, z] > 0), levels=[0.5], colors="red", linewidths=0.6)
+        axis.set_title(name, fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def summary_rows(summary: list[dict[str, Any]], role: str, metrics: Sequence[str]) -> list[list[str]]:
+    """Table rows of one role, best first by the first metric."""
+    primary, lower = metrics[0], lower_is_better(metrics[0])
+
+    def rank(entry: dict[str, Any]) -> tuple[int, float]:
+        mean = entry.get(primary, {}).get("mean")
+        return (1, 0.0) if mean is None else (0, mean if lower else -mean)
+
+    entries = sorted((e for e in summary if e["role"] == role), key=rank)
+    return [
+        [e["method"], str(e["cases"]), *(format_value(e[m]) if m in e else "n/a" for m in metrics)] for e in entries
+    ]
+
+
+def best_of_each_family(summary: list[dict[str, Any]], metric: str = "pct_mse_brain") -> list[str]:
+    """The best method of each family on the validation split (test without one), e.g. the best
+    Pix2Pix and the best BrainClustering, plus every method that is alone in its family."""
+    role = "validation" if any(e["role"] == "validation" for e in summary) else "test"
+    best: dict[str, tuple[float, str]] = {}
+    for entry in summary:
+        mean = entry.get(metric, {}).get("mean")
+        if entry["role"] != role or mean is None:
+            continue
+        name = family(entry["method"])
+        if name not in best or mean < best[name][0]:
+            best[name] = (mean, entry["method"])
+    return [method for _, method in best.values()]
+
+
+@dataclass
+class Document:
+    """Blocks rendered both as Markdown and as HTML."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def paragraph(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
+
+    def image(self, path: Path, caption: str) -> None:
+        self.blocks.append(("image", (path, caption)))
+
+    def markdown(self, folder: Path) -> str:
+        lines = [f"# {self.title}", ""]
+        for kind, content in self.blocks:
+            if kind == "h2":
+                lines += [f"## {content}", ""]
+            elif kind == "p":
+                lines += [content, ""]
+            elif kind == "table":
+                header, rows = content
+                lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+                lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+            else:
+                path, caption = content
+                lines += [f"![{caption}]({path.relative_to(folder)})", "", f"*{caption}*", ""]
+        return "\n".join(lines)
+
+    def html(self, folder: Path) -> str:
+        parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
+                 "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+                 "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+                 "td:first-child{text-align:left}img{max-width:100%}</style>",
+                 f"<h1>{html.escape(self.title)}</h1>"]  # fmt: skip
+        for kind, content in self.blocks:
+            if kind == "h2":
+                parts.append(f"<h2>{html.escape(content)}</h2>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(content)}</p>")
+            elif kind == "table":
+                header, rows = content
+                parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+                parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+                parts.append("</table>")
+            else:
+                path, caption = content
+                relative = html.escape(str(path.relative_to(folder)))
+                parts.append(f"<figure><img src='{relative}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+        return "\n".join(parts)
+
+
+def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | None = None) -> Document:
+    """Tables, figures and the best model per metric; figures are written under ``output/figures``."""
+    document = Document("MRI contrast synthesis: T1 → T2 study report")
+    document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run) for run in study.runs))
+    image_summary = summarise(study.image_rows, metrics=list(METRICS))
+    for role in roles_in(study.image_rows):
+        document.heading(f"Image metrics, {role} (mean ± sd over cases)")
+        document.table(["method", "n", *METRICS], summary_rows(image_summary, role, METRICS))
+    document.heading("Best model per metric, selected on the validation split")
+    choices = best_on_validation(image_summary, METRICS)
+    if choices:
+        document.table(list(choices[0]), [list(c.values()) for c in choices])
+    figures = output / "figures"
+    test_role = "test" if "test" in roles_in(study.image_rows) else roles_in(study.image_rows)[0]
+    plot = box_plots(study.image_rows, ("pct_mse_brain", "pct_mse_tumour"), test_role, figures / "mse.png", "MSE")
+    if plot:
+        document.image(plot, f"MSE in the brain and in the tumour per method ({test_role}; the paper's Figure 6)")
+
+    if study.segmentation_rows:
+        segmentation_summary = summarise(study.segmentation_rows, metrics=[*SEGMENTATION_METRICS, "dice_change_mean"])
+        for role in roles_in(study.segmentation_rows):
+            document.heading(f"Segmentation with each T2, {role} (mean ± sd over cases)")
+            document.paragraph(
+                "Dice and HD95 (mm) per region; dice_change_mean is the change against the real-T2 segmentation "
+                "(the paper's Table 2; for cases without ground truth the real-T2 segmentation is the reference)."
+            )
+            document.table(
+                ["method", "n", *SEGMENTATION_REPORTED],
+                summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED),
+            )
+        document.heading("Best model per segmentation metric, selected on the validation split")
+        choices = best_on_validation(segmentation_summary, ("dice_mean", "hd95_mean"))
+        if choices:
+            document.table(list(choices[0]), [list(c.values()) for c in choices])
+        role = "test" if "test" in roles_in(study.segmentation_rows) else roles_in(study.segmentation_rows)[0]
+        plot = box_plots(
+            study.segmentation_rows, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation"
+        )
+        if plot:
+            document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
+
+    if gallery_volumes:
+        path = gallery(**gallery_volumes, path=figures / "gallery.png")
+        document.image(
+            path, "Mid-slices: T1, real T2 and each family's best T2, tumour outlined (the paper's Figure 4)"
+        )
+    return document
+
+
+def write_report(document: Document, output: Path) -> tuple[Path, Path]:
+    output.mkdir(parents=True, exist_ok=True)
+    markdown, page = output / "report.md", output / "report.html"
+    markdown.write_text(document.markdown(output))
+    page.write_text(document.html(output))
+    return markdown, page
