@@ -1,0 +1,68 @@
+"""The report: collection from run folders, labels, selection on validation, every method and metric."""
+
+import json
+
+from evaluation.report import best_on_validation, build_report, collect, method_label, write_report
+from evaluation.scoring import METRICS, summarise, write_rows_csv
+from evaluation.segmentation_metrics import SEGMENTATION_METRICS
+
+
+def fake_run(folder, model, errors, roles=("validation", "test")):
+    """A run folder whose methods have the given pct_mse_brain per case (other metrics derived)."""
+    rows = []
+    for method, values in errors.items():
+        for role in roles:
+            for index, value in enumerate(values):
+                row = {"method": method, "role": role, "case_id": f"{role}{index}"}
+                row.update({metric: value for metric in METRICS})
+                rows.append(row)
+    folder.mkdir(parents=True)
+    write_rows_csv(rows, folder / "metrics.csv")
+    (folder / "summary.json").write_text(json.dumps({"model": model, "summary": []}))
+    return folder
+
+
+def test_labels_of_sweep_runs():
+    assert method_label("pix2pix", "gamma=0,lambda=100", several_runs=True) == "pix2pix (gamma=0,lambda=100)"
+    assert method_label("complementary", "model=complementary", several_runs=True) == "complementary"
+    assert method_label("pix2pix", "2026-11-26", several_runs=False) == "pix2pix"
+
+
+def test_collect_keeps_a_baseline_shared_by_runs_once(tmp_path):
+    fake_run(tmp_path / "sweep" / "lambda=0", "pix2pix", {"pix2pix": [0.3, 0.4], "complementary": [0.2, 0.2]})
+    fake_run(tmp_path / "sweep" / "lambda=100", "pix2pix", {"pix2pix": [0.1, 0.1], "complementary": [0.2, 0.2]})
+    study = collect([tmp_path / "sweep"])
+    assert len(study.runs) == 2
+    assert sorted(study.methods) == ["complementary", "pix2pix (lambda=0)", "pix2pix (lambda=100)"]
+    assert sum(row["method"] == "complementary" for row in study.image_rows) == 4  # 2 roles x 2 cases, once
+
+
+def test_best_model_is_selected_on_validation_and_reported_on_test(tmp_path):
+    fake_run(tmp_path / "a", "x", {"x": [0.10, 0.20]}, roles=("validation",))
+    fake_run(tmp_path / "b", "y", {"y": [0.30, 0.30]}, roles=("validation",))
+    fake_run(tmp_path / "c", "x", {"x": [0.5, 0.7]}, roles=("test",))  # the same label "x (c)" is a new method
+    study = collect([tmp_path])
+    choices = {c["metric"]: c for c in best_on_validation(summarise(study.image_rows), METRICS)}
+    assert choices["pct_mse_brain"]["best method"] == "x (a)"
+    assert choices["pct_mse_brain"]["validation mean"] == "0.1500±0.0707"
+    assert choices["psnr_brain"]["best method"] == "y (b)"  # higher is better for PSNR
+
+
+def test_report_lists_every_method_and_metric(tmp_path):
+    fake_run(tmp_path / "runs" / "m1", "bc", {"bc": [0.1, 0.2], "zeros": [0.5, 0.6]})
+    fake_run(tmp_path / "runs" / "m2", "p2p", {"p2p": [0.05, 0.1]})
+    common = {"role": "test", "reference": "ground_truth"}
+    segmentation = [
+        {"method": method, "case_id": f"t{i}", **common, **dict.fromkeys(SEGMENTATION_METRICS, value)}
+        for method, value in (("real_t2", 0.8), ("zeros", 0.4), ("p2p (m2)", 0.7))
+        for i in range(2)
+    ]
+    write_rows_csv(segmentation, tmp_path / "evaluation" / "segmentation_metrics.csv")
+    study = collect([tmp_path / "runs"], [tmp_path / "evaluation"])
+    markdown, page = write_report(build_report(study, tmp_path / "report"), tmp_path / "report")
+    text = markdown.read_text()
+    for name in ("bc (m1)", "zeros", "p2p (m2)", "real_t2", *METRICS, "dice_mean", "hd95_mean", "dice_change_mean"):
+        assert name in text, name
+    assert (tmp_path / "report" / "figures" / "mse.png").exists()
+    assert (tmp_path / "report" / "figures" / "segmentation.png").exists()
+    assert "<table>" in page.read_text()
