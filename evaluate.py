@@ -7,8 +7,9 @@ Every NIfTI file under PREDICTIONS whose name is a case id of the data set (``<c
 ``<case>_<anything>.nii.gz``) is scored against that case's real T2. The method of a file is its folder
 relative to PREDICTIONS (a trailing role folder such as ``test/`` is dropped), so the ``predictions/``
 folder of a run scores every method it holds; with several PREDICTIONS folders (the runs of a sweep)
-each method is labelled with its run's folder name. Writes ``metrics.csv`` and ``summary.json`` to
---output (default: PREDICTIONS/evaluation, required with several folders) and prints the summary.
+each run's own model is labelled with its run's folder name, as in ``report.py``, and a baseline found
+in several runs is scored once. Writes ``metrics.csv`` and ``summary.json`` to --output (default:
+PREDICTIONS/evaluation, required with several folders) and prints the summary.
 
 With --segmenter (a ``model=segmenter`` run) or --segmenter-command (an external segmenter), every
 case is also segmented with its real and with each synthetic T2, and Dice and HD95 per region, and
@@ -28,6 +29,7 @@ from rich.progress import track
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import InvalidInputError, is_nifti, load_volume, strip_nifti_suffix
 from datamodules.splits import write_json_atomic
+from evaluation.report import label_in_run
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
 from evaluation.segmentation import CommandSegmenter, evaluate_synthetic_t2, prediction_files
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE
@@ -45,6 +47,7 @@ def match_case(stem: str, case_ids: set[str]) -> str | None:
 def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, region: str) -> list[dict]:
     role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
     rows = []
+    seen: set[tuple[str, str]] = set()
     for folder in folders:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti(p) and output not in p.parents)
         matched = [(p, match_case(strip_nifti_suffix(p.name), set(dataset.cases))) for p in files]
@@ -56,9 +59,10 @@ def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, reg
             parts = path.parent.relative_to(folder).parts
             if parts and parts[-1] in dataset.split:
                 parts = parts[:-1]
-            method = "/".join(parts) or folder.name
-            if len(folders) > 1:
-                method = f"{method} ({folder.parent.name})"
+            method = label_in_run("/".join(parts) or folder.name, folder.parent, len(folders) > 1)
+            if (method, case_id) in seen:
+                continue
+            seen.add((method, case_id))
             scores = score_prediction(load_volume(path), subject, region)
             rows.append({"method": method, "role": role_of.get(case_id, "unassigned"), "case_id": case_id, **scores})
     return rows

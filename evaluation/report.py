@@ -33,6 +33,20 @@ def method_label(method: str, run_name: str, several_runs: bool) -> str:
     return f"{method} ({run_name})"
 
 
+def run_model(run: Path) -> str:
+    """The primary model of a run directory (from its ``summary.json``), or "" if unknown."""
+    summary = run / "summary.json"
+    return json.loads(summary.read_text()).get("model", "") if summary.exists() else ""
+
+
+def label_in_run(method: str, run: Path, several_runs: bool) -> str:
+    """A method's label in a report over runs: the run's own model (and its extra outputs such as
+    ``_unfiltered``) carries the run's folder name; baselines fitted inside a run do not."""
+    model = run_model(run)
+    own = not model or method == model or method.startswith(f"{model}_")
+    return method_label(method, run.name, several_runs and own)
+
+
 def family(label: str) -> str:
     """``pix2pix (gamma=0,...)`` -> ``pix2pix``; ``brainclustering_unfiltered (...)`` -> itself."""
     return label.split(" (")[0]
@@ -92,10 +106,8 @@ def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = 
     several = len(study.runs) > 1
     seen: set[tuple[str, str, str]] = set()
     for run in study.runs:
-        model = json.loads((run / "summary.json").read_text()).get("model", "")
         for row in read_csv(run / "metrics.csv"):
-            own = row["method"] == model or row["method"].startswith(f"{model}_")
-            label = method_label(row["method"], run.name, several and own)
+            label = label_in_run(row["method"], run, several)
             if (label, row["role"], row["case_id"]) in seen:
                 continue
             seen.add((label, row["role"], row["case_id"]))

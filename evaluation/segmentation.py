@@ -119,15 +119,18 @@ def evaluate_synthetic_t2(
 
 def prediction_files(folders: Sequence[Path], dataset: SynthesisDataset) -> dict[str, dict[str, Path]]:
     """method -> case id -> file, from run ``predictions/`` folders (``<method>/<role>/<case>.nii.gz``).
-    With several folders, each method is labelled with its run's folder name."""
+    Methods are labelled as in the report (:func:`evaluation.report.label_in_run`); a baseline
+    found in several runs is taken once."""
+    from evaluation.report import label_in_run
+
     files: dict[str, dict[str, Path]] = {}
     for folder in folders:
         if not folder.is_dir():
             raise InvalidInputError(folder, "predictions folder not found")
         for method_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
-            method = method_folder.name if len(folders) == 1 else f"{method_folder.name} ({folder.parent.name})"
+            method = label_in_run(method_folder.name, folder.parent, len(folders) > 1)
             for path in sorted(method_folder.glob("*/*.nii*")):
                 case_id = path.name.split(".nii")[0]
                 if case_id in dataset.cases:
-                    files.setdefault(method, {})[case_id] = path
+                    files.setdefault(method, {}).setdefault(case_id, path)
     return files
