@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="output folder")
     args = parser.parse_args(argv)
     with bad_input_exits():
-        method = SynthesisMethod.load(model_folder(args.run))
+        folder = model_folder(args.run)
+        try:
+            method = SynthesisMethod.load(folder)
+        except TypeError as error:
+            raise InvalidInputError(folder, f"not a synthesis model ({error})") from error
         inputs = t1_inputs(args.input)
     failures = []
     for stem, path in track(inputs, description=f"Synthesising {len(inputs)} T2 volume(s)"):
