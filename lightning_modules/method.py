@@ -15,36 +15,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import get_class
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import from_network_scale, network_inputs, to_network_scale
 from datamodules.preprocessing import bounding_box, median_per_axial_slice, percentile_scale
-from lightning_modules.inference import InferenceSettings, synthesise
+from lightning_modules.inference import synthesise
 from lightning_modules.pix2pix import Pix2Pix
-from lightning_modules.training import BRAIN_MARGIN, prepare_data, train
+from lightning_modules.training import BRAIN_MARGIN, LightningSettings, build_network, plain, prepare_data, train
 from pipeline.contract import FitContext, SynthesisMethod
 
 #: Lightning counts optimiser steps: each training iteration steps D and then G.
 OPTIMISER_STEPS_PER_ITERATION = 2
 
 
-def plain(value: Any) -> Any:
-    """Hydra/OmegaConf containers -> plain dicts and lists (JSON-ready)."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-class Pix2PixMethod(SynthesisMethod):
+class Pix2PixMethod(LightningSettings, SynthesisMethod):
     """The paper's Pix2Pix as a synthesis method (see :class:`lightning_modules.pix2pix.Pix2Pix`).
 
     Args:
@@ -96,25 +81,17 @@ class Pix2PixMethod(SynthesisMethod):
         self.betas = list(plain(betas))
         self.constant_iterations = int(constant_iterations)
         self.decay_iterations = int(decay_iterations)
-        self.data = dict(plain(data) or {})
-        self.trainer = dict(plain(trainer) or {})
-        self.inference = dict(plain(inference) or {})
-        self.checkpoint_every = int(checkpoint_every)
-        self.validate_every = int(validate_every)
-        self.seed = seed
+        self.store_lightning_settings(data, trainer, inference, checkpoint_every, validate_every, seed)
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         if self.constant_iterations + self.decay_iterations < 1:
             raise ValueError("constant_iterations + decay_iterations must be at least 1")
-        self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
         # Networks are built now so that bad network arguments fail before any data is read.
         self.generator_: torch.nn.Module = self.build("generator")
 
     def build(self, network: str) -> torch.nn.Module:
-        """The network from its config: ``_target_`` (a class path) and its arguments."""
-        arguments = dict(getattr(self, network))
-        network_class = get_class(arguments.pop("_target_"))
-        return network_class(spatial_dims=self.spatial_dims, **arguments)
+        """The generator or the discriminator, from its config."""
+        return build_network(getattr(self, network), spatial_dims=self.spatial_dims)
 
     @property
     def iterations(self) -> int:
@@ -163,9 +140,8 @@ class Pix2PixMethod(SynthesisMethod):
         brain = subject.brain
         box = bounding_box(brain, BRAIN_MARGIN)
         t1 = to_network_scale(percentile_scale(subject.t1.data, brain))[box]
-        device = resolve_device(self.inference.get("device", "auto"))
-        self.generator_.to(device)
-        output = synthesise(self.generator_, t1, self.spatial_dims, self.inference_settings, device)
+        self.generator_.to(self.device)
+        output = synthesise(self.generator_, t1, self.spatial_dims, self.inference_settings, self.device)
         synthetic = np.zeros(brain.shape, dtype=np.float32)
         synthetic[box] = from_network_scale(output)
         synthetic[~brain] = 0  # the reference reset the background from the T1 too

@@ -13,7 +13,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F  # noqa: N812 -- the usual alias
-from hydra.utils import get_class
 from torch import nn
 
 from datamodules.dataset import Subject
@@ -22,9 +21,8 @@ from datamodules.patches import segmentation_inputs
 from datamodules.preprocessing import bounding_box
 from lightning_modules.inference import InferenceSettings, infer
 from lightning_modules.losses import soft_dice_loss
-from lightning_modules.method import plain, resolve_device
 from lightning_modules.pix2pix import linear_decay
-from lightning_modules.training import BRAIN_MARGIN, prepare_data, train
+from lightning_modules.training import BRAIN_MARGIN, LightningSettings, build_network, plain, prepare_data, train
 from pipeline.contract import FitContext, SegmentationMethod
 
 
@@ -83,7 +81,7 @@ class Segmenter(pl.LightningModule):
         self.log("val/dice_whole_tumour", dice, batch_size=1, sync_dist=True)
 
 
-class SegmenterMethod(SegmentationMethod):
+class SegmenterMethod(LightningSettings, SegmentationMethod):
     """The segmenter behind the method contract: ``fit`` trains on the training cases that have a
     segmentation; ``predict`` returns a label map in the data set's convention (int16, the T1's
     geometry, background outside the brain).
@@ -117,23 +115,15 @@ class SegmenterMethod(SegmentationMethod):
         self.learning_rate = float(learning_rate)
         self.weight_decay = float(weight_decay)
         self.iterations = int(iterations)
-        self.data = dict(plain(data) or {})
-        self.trainer = dict(plain(trainer) or {})
-        self.inference = dict(plain(inference) or {})
-        self.checkpoint_every = int(checkpoint_every)
-        self.validate_every = int(validate_every)
-        self.seed = seed
+        self.store_lightning_settings(data, trainer, inference, checkpoint_every, validate_every, seed)
         if not self.modalities:
             raise ValueError("modalities must name at least one contrast")
         if self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         self.training_modalities = self.inference_modalities = tuple(self.modalities)
-        self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
 
     def build(self, classes: int) -> nn.Module:
-        arguments = dict(self.network)
-        network_class = get_class(arguments.pop("_target_"))
-        return network_class(spatial_dims=3, in_channels=len(self.modalities), out_channels=classes, **arguments)
+        return build_network(self.network, spatial_dims=3, in_channels=len(self.modalities), out_channels=classes)
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         if context.labels is None:
@@ -177,9 +167,8 @@ class SegmenterMethod(SegmentationMethod):
         box = bounding_box(brain, BRAIN_MARGIN)
         arrays = segmentation_inputs(subject, self.label_values_.tolist(), self.modalities)
         images = np.stack([arrays[m][box] for m in self.modalities])
-        device = resolve_device(self.inference.get("device", "auto"))
-        self.network_.to(device)
-        logits = infer(self.network_, images, 3, self.inference_settings, device)
+        self.network_.to(self.device)
+        logits = infer(self.network_, images, 3, self.inference_settings, self.device)
         labels = np.zeros(brain.shape, dtype=np.int16)
         labels[box] = self.label_values_[logits.argmax(0)]
         labels[~brain] = 0

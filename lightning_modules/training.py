@@ -11,13 +11,64 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
+from lightning_modules.inference import InferenceSettings
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.
 BRAIN_MARGIN = 4
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers -> plain dicts and lists (JSON-ready hyper-parameters)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def build_network(config: Mapping[str, Any], **arguments: Any) -> torch.nn.Module:
+    """A network from its config (``_target_``, a class path, and its arguments) plus ``arguments``."""
+    options = dict(config)
+    network_class = get_class(options.pop("_target_"))
+    return network_class(**arguments, **options)
+
+
+class LightningSettings:
+    """The settings every neural method takes besides its own, stored as given (they are
+    constructor arguments, hence hyper-parameters): ``data`` (DataModule arguments and
+    ``cache_dir``), ``trainer`` (``pytorch_lightning.Trainer`` arguments), ``inference``
+    (:class:`lightning_modules.inference.InferenceSettings` fields and ``device``), the checkpoint
+    and validation intervals in iterations, and the seed."""
+
+    def store_lightning_settings(
+        self,
+        data: Mapping[str, Any] | None,
+        trainer: Mapping[str, Any] | None,
+        inference: Mapping[str, Any] | None,
+        checkpoint_every: int,
+        validate_every: int,
+        seed: int,
+    ) -> None:
+        self.data = dict(plain(data) or {})
+        self.trainer = dict(plain(trainer) or {})
+        self.inference = dict(plain(inference) or {})
+        self.checkpoint_every = int(checkpoint_every)
+        self.validate_every = int(validate_every)
+        self.seed = seed
+        self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
+
+    @property
+    def device(self) -> torch.device:
+        """Where inference runs: ``inference.device``, ``auto`` meaning a GPU when there is one."""
+        device = self.inference.get("device", "auto")
+        if device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(device)
 
 
 @dataclass
