@@ -214,7 +214,7 @@ def gallery(
         axis.imshow(np.rot90(volume[:, :, z]), cmap="gray", vmin=0, vmax=1)
         if segmentation is not None:
             axis.contour(np.rot90(segmentation[:, :, z] > 0), levels=[0.5], colors="red", linewidths=0.6)
-        axis.set_title(name, fontsize=7)
+        axis.set_title(name.replace(" (", "\n("), fontsize=7)  # long sweep labels on a second line
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
