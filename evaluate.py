@@ -34,7 +34,7 @@ from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summ
 from evaluation.segmentation import CommandSegmenter, evaluate_synthetic_t2, prediction_files
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE
 from pipeline.cli import bad_input_exits
-from pipeline.contract import METHOD_FILE, SegmentationMethod
+from pipeline.contract import SegmentationMethod, load_from_run
 
 
 def match_case(stem: str, case_ids: set[str]) -> str | None:
@@ -68,14 +68,6 @@ def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, reg
     return rows
 
 
-def load_segmenter(run: Path) -> SegmentationMethod:
-    for candidate in (run, run / "model"):
-        if (candidate / METHOD_FILE).exists():
-            method = SegmentationMethod.load(candidate)
-            return method  # type: ignore[return-value]
-    raise InvalidInputError(run, f"not a segmenter run or model folder (no {METHOD_FILE} in it or in model/)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("predictions", type=Path, nargs="+")
@@ -103,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic({"primary_metric": PRIMARY_METRIC, "summary": summary}, output / "summary.json")
             console.print(summary_table(summary, title=", ".join(map(str, args.predictions))))
         if args.segmenter or args.segmenter_command:
-            segmenter = load_segmenter(args.segmenter) if args.segmenter else CommandSegmenter(args.segmenter_command)
+            segmenter = (
+                load_from_run(args.segmenter, SegmentationMethod)
+                if args.segmenter
+                else CommandSegmenter(args.segmenter_command)
+            )
             files = prediction_files(args.predictions, dataset)
             rows = evaluate_synthetic_t2(segmenter, dataset, files)
             summary = summarise(rows)

@@ -20,16 +20,9 @@ from datamodules.dataset import Subject
 from datamodules.layouts import LAYOUTS
 from datamodules.nifti import InvalidInputError, is_nifti, load_volume, save_volume, strip_nifti_suffix
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
-from pipeline.contract import METHOD_FILE, SynthesisMethod
+from pipeline.contract import SynthesisMethod, load_from_run
 
 OUTPUT_SUFFIX = "_t2syn.nii.gz"
-
-
-def model_folder(run: Path) -> Path:
-    for candidate in (run, run / "model"):
-        if (candidate / METHOD_FILE).exists():
-            return candidate
-    raise InvalidInputError(run, f"not a run directory or model folder (no {METHOD_FILE} in it or in model/)")
 
 
 def t1_inputs(source: Path) -> list[tuple[str, Path]]:
@@ -54,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="output folder")
     args = parser.parse_args(argv)
     with bad_input_exits():
-        folder = model_folder(args.run)
-        try:
-            method = SynthesisMethod.load(folder)
-        except TypeError as error:
-            raise InvalidInputError(folder, f"not a synthesis model ({error})") from error
+        method = load_from_run(args.run, SynthesisMethod)
         inputs = t1_inputs(args.input)
     failures = []
     for stem, path in track(inputs, description=f"Synthesising {len(inputs)} T2 volume(s)"):

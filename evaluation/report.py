@@ -10,6 +10,7 @@ image and segmentation metrics of one model meet in one row.
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import json
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ def method_label(method: str, run_name: str, several_runs: bool) -> str:
     return f"{method} ({run_name})"
 
 
+@functools.cache
 def run_model(run: Path) -> str:
     """The primary model of a run directory (from its ``summary.json``), or "" if unknown."""
     summary = run / "summary.json"

@@ -21,6 +21,7 @@ from rich.progress import track
 
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, save_volume
+from evaluation.report import label_in_run
 from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
 
 REAL_T2 = "real_t2"
@@ -121,8 +122,6 @@ def prediction_files(folders: Sequence[Path], dataset: SynthesisDataset) -> dict
     """method -> case id -> file, from run ``predictions/`` folders (``<method>/<role>/<case>.nii.gz``).
     Methods are labelled as in the report (:func:`evaluation.report.label_in_run`); a baseline
     found in several runs is taken once."""
-    from evaluation.report import label_in_run
-
     files: dict[str, dict[str, Path]] = {}
     for folder in folders:
         if not folder.is_dir():

@@ -19,6 +19,7 @@ from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import segmentation_inputs
 from datamodules.preprocessing import bounding_box
+from evaluation.segmentation_metrics import dice
 from lightning_modules.inference import InferenceSettings, infer
 from lightning_modules.losses import soft_dice_loss
 from lightning_modules.pix2pix import linear_decay
@@ -76,9 +77,7 @@ class Segmenter(pl.LightningModule):
         images = torch.cat([batch[m] for m in self.modalities], dim=1)[0].cpu().numpy()
         logits = infer(self.network, images, self.spatial_dims, self.inference, self.device)
         predicted, target = logits.argmax(0) > 0, batch["label"][0, 0].cpu().numpy() > 0
-        total = predicted.sum() + target.sum()
-        dice = 1.0 if total == 0 else 2 * float((predicted & target).sum()) / float(total)
-        self.log("val/dice_whole_tumour", dice, batch_size=1, sync_dist=True)
+        self.log("val/dice_whole_tumour", dice(predicted, target), batch_size=1, sync_dist=True)
 
 
 class SegmenterMethod(LightningSettings, SegmentationMethod):

@@ -22,7 +22,7 @@ import numpy as np
 
 from datamodules.dataset import Subject
 from datamodules.labels import LabelConvention
-from datamodules.nifti import Volume
+from datamodules.nifti import InvalidInputError, Volume
 from datamodules.splits import write_json_atomic
 
 METHOD_FILE = "method.json"
@@ -139,6 +139,24 @@ class Method(ABC):
                 method.set_state({key: arrays[key] for key in arrays.files})
         method.fitted_ = True
         return method
+
+
+def load_from_run(run: str | Path, kind: type[Method] = Method) -> Method:
+    """The saved method of a run directory (its ``model/``) or of a model folder, checked to be a
+    ``kind``.
+
+    Raises:
+        InvalidInputError: no saved method there, or one of another kind (e.g. a segmenter given
+            where a synthesis model is needed).
+    """
+    run = Path(run)
+    for folder in (run, run / "model"):
+        if (folder / METHOD_FILE).exists():
+            try:
+                return kind.load(folder)
+            except TypeError as error:
+                raise InvalidInputError(folder, f"not a {kind.__name__} ({error})") from error
+    raise InvalidInputError(run, f"not a run directory or model folder (no {METHOD_FILE} in it or in model/)")
 
 
 class SynthesisMethod(Method):
