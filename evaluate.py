@@ -24,10 +24,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import track
 
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import InvalidInputError, is_nifti, load_volume, strip_nifti_suffix
+from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 from evaluation.report import label_in_run
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
@@ -54,7 +54,7 @@ def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, reg
         matched = [(p, c) for p, c in matched if c is not None]
         if not matched:
             raise InvalidInputError(folder, f"no file named after a case of {dataset.root}")
-        for path, case_id in track(matched, description=f"Scoring {len(matched)} file(s) in {folder}"):
+        for path, case_id in track(matched, f"Scoring {len(matched)} file(s) in {folder}"):
             subject = dataset.load(dataset.cases[case_id], ("t1", "t2"))
             parts = path.parent.relative_to(folder).parts
             if parts and parts[-1] in dataset.split:

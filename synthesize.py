@@ -14,11 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from rich.progress import track
-
 from datamodules.dataset import Subject
 from datamodules.layouts import LAYOUTS
 from datamodules.nifti import InvalidInputError, is_nifti, load_volume, save_volume, strip_nifti_suffix
+from datamodules.progress import track
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
 from pipeline.contract import SynthesisMethod, load_from_run
 
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         method = load_from_run(args.run, SynthesisMethod)
         inputs = t1_inputs(args.input)
     failures = []
-    for stem, path in track(inputs, description=f"Synthesising {len(inputs)} T2 volume(s)"):
+    for stem, path in track(inputs, f"Synthesising {len(inputs)} T2 volume(s)"):
         try:
             subject = Subject(case_id=stem, t1=load_volume(path))
             save_volume(method.predict(subject), args.output / f"{stem}{OUTPUT_SUFFIX}")

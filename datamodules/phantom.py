@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import Volume, load_volume, new_header, save_volume
+from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -250,16 +251,15 @@ def generate_phantom(
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-    workers = workers or min(os.cpu_count() or 1, 4, n_subjects)
-    from rich.progress import track
-
+    workers = min(workers or len(os.sched_getaffinity(0)), n_subjects)
+    description = f"Generating phantom ({n_subjects} subjects, {workers} process(es))"
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             jobs = [pool.submit(_write_subject, folder, seed, i, shape) for i in range(n_subjects)]
-            for job in track(jobs, description=f"Generating phantom ({n_subjects} subjects)"):
+            for job in track(as_completed(jobs), description, total=n_subjects, every=1):
                 job.result()
     else:
-        for i in track(range(n_subjects), description=f"Generating phantom ({n_subjects} subjects)"):
+        for i in track(range(n_subjects), description, every=1):
             _write_subject(folder, seed, i, shape)
     write_json_atomic(
         {"generator": "datamodules.phantom", "n_subjects": n_subjects, "shape": list(shape), "seed": seed},

@@ -17,10 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from rich.progress import track
-
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, save_volume
+from datamodules.progress import track
 from evaluation.report import label_in_run
 from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
 
@@ -95,7 +94,7 @@ def evaluate_synthetic_t2(
     role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
     case_ids = sorted({case_id for files in predictions.values() for case_id in files})
     rows: list[dict[str, Any]] = []
-    cases = track(case_ids, description=f"Segmenting {len(case_ids)} case(s)") if progress else case_ids
+    cases = track(case_ids, f"Segmenting {len(case_ids)} case(s)") if progress else case_ids
     for case_id in cases:
         subject = dataset.load(dataset.cases[case_id], MODALITIES)
         real = segmenter.predict(subject)

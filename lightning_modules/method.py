@@ -86,11 +86,13 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         if self.constant_iterations + self.decay_iterations < 1:
             raise ValueError("constant_iterations + decay_iterations must be at least 1")
-        # Networks are built now so that bad network arguments fail before any data is read.
-        self.generator_: torch.nn.Module = self.build("generator")
+        # Bad network arguments fail now, before any data is read; the weights are drawn in fit.
+        with torch.device("meta"):
+            self.build("generator")
+            self.build("discriminator")
 
     def build(self, network: str) -> torch.nn.Module:
-        """The generator or the discriminator, from its config."""
+        """The generator or the discriminator, from its config, with freshly drawn initial weights."""
         return build_network(getattr(self, network), spatial_dims=self.spatial_dims)
 
     @property
@@ -100,8 +102,9 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
     # -- training --------------------------------------------------------------------------------
 
     def system(self) -> Pix2Pix:
+        """A new LightningModule with freshly initialised networks (seed first for reproducible ones)."""
         return Pix2Pix(
-            generator=self.generator_,
+            generator=self.build("generator"),
             discriminator=self.build("discriminator"),
             spatial_dims=self.spatial_dims,
             lambda_l1=self.lambda_l1,
@@ -120,18 +123,19 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         data = prepare_data(
             subjects, context.validation, workdir, self.data, self.spatial_dims, network_inputs, "pix2pix"
         )
-        train(
-            self.system(),
+        system = train(
+            self.system,
             data,
             workdir,
             self.trainer,
-            max_steps=self.iterations * OPTIMISER_STEPS_PER_ITERATION,
+            iterations=self.iterations,
+            steps_per_iteration=OPTIMISER_STEPS_PER_ITERATION,
             checkpoint_every_steps=self.checkpoint_every * OPTIMISER_STEPS_PER_ITERATION,
             validate_every_batches=self.validate_every,
             logger=context.logger,
             seed=self.seed,
         )
-        self.generator_ = self.generator_.cpu()
+        self.generator_: torch.nn.Module = system.generator.cpu()
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -166,4 +170,5 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         return {name: tensor.detach().cpu().numpy() for name, tensor in self.generator_.state_dict().items()}
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.generator_ = self.build("generator")
         self.generator_.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})

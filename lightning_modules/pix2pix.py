@@ -90,6 +90,9 @@ class Pix2Pix(pl.LightningModule):
         self.spatial_dims = spatial_dims
         self.inference = inference or InferenceSettings()
 
+    #: Logged values shown in the training progress.
+    progress_metrics = ("train/g_total", "train/g_l1_brain", "train/d_loss")
+
     def forward(self, t1: torch.Tensor) -> torch.Tensor:
         return self.generator(t1)
 
@@ -148,8 +151,7 @@ class Pix2Pix(pl.LightningModule):
         logged = {f"train/g_{name}": value.detach() for name, value in terms.items()}
         logged["train/d_loss"] = loss_d.detach()
         logged["train/lr"] = torch.tensor(generator_optimiser.param_groups[0]["lr"])
-        self.log_dict(logged, prog_bar=False, batch_size=t1.shape[0])
-        self.log("g_l1", terms["l1_brain"].detach(), prog_bar=True, logger=False, batch_size=t1.shape[0])
+        self.log_dict(logged, batch_size=t1.shape[0])
 
     def on_train_epoch_start(self) -> None:
         sampler = getattr(self.trainer.datamodule, "subject_sampler", None)

@@ -50,6 +50,9 @@ class Segmenter(pl.LightningModule):
         self.spatial_dims = spatial_dims
         self.inference = inference or InferenceSettings()
 
+    #: Logged values shown in the training progress.
+    progress_metrics = ("train/loss", "train/dice_loss")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.network(images)
 
@@ -128,7 +131,6 @@ class SegmenterMethod(LightningSettings, SegmentationMethod):
         if context.labels is None:
             raise ValueError("the segmenter needs the data set's label convention (FitContext.labels)")
         self.label_values_ = np.array([0, *sorted(context.labels.labels)], dtype=np.int64)
-        self.network_ = self.build(len(self.label_values_))
         workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "segmenter"
         with_labels = [s for s in subjects if s.segmentation is not None]
         if not with_labels:
@@ -140,26 +142,26 @@ class SegmenterMethod(LightningSettings, SegmentationMethod):
         data = prepare_data(
             with_labels, validation, workdir, self.data, 3, inputs, f"segmentation-{context.labels.name}"
         )
-        system = Segmenter(
-            self.network_,
-            self.modalities,
-            self.learning_rate,
-            self.weight_decay,
-            self.iterations,
-            inference=self.inference_settings,
-        )
-        train(
-            system,
+        system = train(
+            lambda: Segmenter(
+                self.build(len(self.label_values_)),
+                self.modalities,
+                self.learning_rate,
+                self.weight_decay,
+                self.iterations,
+                inference=self.inference_settings,
+            ),
             data,
             workdir,
             self.trainer,
-            max_steps=self.iterations,
+            iterations=self.iterations,
+            steps_per_iteration=1,
             checkpoint_every_steps=self.checkpoint_every,
             validate_every_batches=self.validate_every,
             logger=context.logger,
             seed=self.seed,
         )
-        self.network_ = self.network_.cpu()
+        self.network_ = system.network.cpu()
 
     def _predict(self, subject: Subject) -> Volume:
         brain = subject.brain

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
+from datamodules.progress import Progress
 from lightning_modules.inference import InferenceSettings
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.
@@ -71,6 +72,44 @@ class LightningSettings:
         return torch.device(device)
 
 
+class IterationProgress(pl.Callback):
+    """Progress in the method's own schedule: iteration ``i / total``, the latest losses, iterations
+    per second and the time left (see :class:`datamodules.progress.Progress`: a line redrawn in place
+    on a terminal, a line every ``every`` iterations in a log). Replaces Lightning's bar, which
+    counts epochs of an endless loader and optimiser steps. Losses are read from the device only
+    when a line is printed.
+
+    Args:
+        total: training iterations (batches) in all.
+        steps_per_iteration: Lightning's optimiser steps per iteration (2 for a GAN).
+        metrics: logged names shown, from the system's ``progress_metrics``.
+    """
+
+    def __init__(self, total: int, steps_per_iteration: int, metrics: Sequence[str], every: int | None = None) -> None:
+        self.total = total
+        self.steps_per_iteration = steps_per_iteration
+        self.metrics = tuple(metrics)
+        self.every = every
+        self.progress: Progress | None = None
+
+    def iteration(self, trainer: pl.Trainer) -> int:
+        return trainer.global_step // self.steps_per_iteration
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.progress = Progress(self.total, "iteration", every=self.every, start=self.iteration(trainer))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.progress is None:
+            return
+        self.progress.done = self.iteration(trainer)
+        if not self.progress.due():
+            return
+        values = trainer.callback_metrics
+        shown = [f"{name.rpartition('/')[2]} {float(values[name]):.4g}" for name in self.metrics if name in values]
+        self.progress.update(self.progress.done, " ".join(shown))
+
+
 @dataclass
 class TrainingData:
     """The DataModule over cached cases, and the cache to remove after training (or None)."""
@@ -109,39 +148,45 @@ def prepare_data(
 
 
 def train(
-    system: pl.LightningModule,
+    build_system: Callable[[], pl.LightningModule],
     data: TrainingData,
     workdir: Path,
     trainer_options: Mapping[str, Any],
-    max_steps: int,
+    iterations: int,
+    steps_per_iteration: int,
     checkpoint_every_steps: int,
     validate_every_batches: int,
     logger: Any = None,
     seed: int = 0,
-) -> pl.Trainer:
-    """Fit ``system`` with Lightning, resuming from ``workdir/checkpoints/last.ckpt`` when it exists.
+) -> pl.LightningModule:
+    """Seed everything, build the system (so that the networks' initial weights follow from
+    ``seed``), and fit it with Lightning, resuming from ``workdir/checkpoints/last.ckpt`` when it exists.
 
-    Steps are Lightning's optimiser steps (two per batch for a GAN); validation runs every
+    Progress is shown in ``iterations`` (batches); checkpoints count Lightning's optimiser steps
+    (``steps_per_iteration`` per batch: two for a GAN); validation runs every
     ``validate_every_batches`` batches when there are validation cases. The final state is saved as
-    ``last.ckpt`` too, and the temporary cache is removed.
+    ``last.ckpt`` too, and the temporary cache is removed. Returns the fitted system.
     """
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     pl.seed_everything(seed, workers=True, verbose=False)
+    system = build_system()
     callbacks: list[Any] = [
         ModelCheckpoint(
             dirpath=workdir / LAST_CHECKPOINT.parent,
             every_n_train_steps=checkpoint_every_steps,
             save_top_k=0,
             save_last=True,
-        )
+        ),
+        IterationProgress(iterations, steps_per_iteration, getattr(system, "progress_metrics", ())),
     ]
     if logger is not None:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = pl.Trainer(
         **trainer_options,
-        max_steps=max_steps,
+        max_steps=iterations * steps_per_iteration,
         max_epochs=-1,
+        enable_progress_bar=False,
         logger=logger if logger is not None else False,
         callbacks=callbacks,
         default_root_dir=workdir,
@@ -159,4 +204,4 @@ def train(
     trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
     if trainer.is_global_zero:
         data.clean_up()
-    return trainer
+    return system

@@ -23,6 +23,7 @@ import numpy as np
 from datamodules.dataset import Subject
 from datamodules.labels import LabelConvention
 from datamodules.nifti import InvalidInputError, Volume
+from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 
 METHOD_FILE = "method.json"
@@ -196,7 +197,5 @@ class LazySubjects(Sequence[Subject]):
         return self._loader(self._cases[index])
 
     def __iter__(self) -> Iterator[Subject]:
-        from rich.progress import track
-
-        for case in track(self._cases, description=self.description, transient=True):
+        for case in track(self._cases, self.description):
             yield self._loader(case)

@@ -26,12 +26,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich.console import Console
-from rich.progress import track
 
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
 from datamodules.nifti import Volume, save_volume
+from datamodules.progress import track
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE, score_segmentation
@@ -75,7 +75,7 @@ def predict_and_score(
     rows: list[dict[str, Any]] = []
     needed = {m for method in methods.values() for m in method.inference_modalities}
     work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
-    for role, case in track(work, description=f"Predicting {len(work)} cases with {len(methods)} method(s)"):
+    for role, case in track(work, f"Predicting {len(work)} cases with {len(methods)} method(s)"):
         modalities = ["t1", *sorted((needed | ({"t2"} if case.has("t2") else set())) - {"t1"})]
         subject = dataset.load(case, modalities)
         for method_name, method in methods.items():

@@ -153,10 +153,16 @@ def test_a_few_dozen_steps_overfit_one_pair():
     assert brain_l1() < 0.5 * before
 
 
+def untrained(method: Pix2PixMethod) -> Pix2PixMethod:
+    """The method with freshly initialised weights, as if fitted (for geometry and persistence checks)."""
+    method.set_state({name: tensor.numpy() for name, tensor in method.build("generator").state_dict().items()})
+    method.fitted_ = True
+    return method
+
+
 def test_method_predicts_with_the_t1_geometry_and_round_trips(tmp_path):
     subject = head_subject()
-    method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"mode": "whole", "device": "cpu"})
-    method.fitted_ = True  # untrained weights: only geometry and persistence are checked here
+    method = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"mode": "whole", "device": "cpu"}))
     prediction = method.predict(subject)
     assert prediction.shape == subject.t1.shape and prediction.data.dtype == np.float32
     np.testing.assert_array_equal(prediction.affine, subject.t1.affine)
@@ -167,8 +173,8 @@ def test_method_predicts_with_the_t1_geometry_and_round_trips(tmp_path):
 
 
 def test_median_filter_option_adds_the_unfiltered_output():
-    method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"median_filter": True, "device": "cpu"})
-    method.fitted_ = True
+    settings = {"median_filter": True, "device": "cpu"}
+    method = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference=settings))
     outputs = method.predict_all(head_subject())
     assert set(outputs) == {"", "unfiltered"}
     assert not np.array_equal(outputs[""].data, outputs["unfiltered"].data)
