@@ -8,13 +8,14 @@ the input's affine, qform/sform codes and pixel dimensions.
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from datamodules.atomic import atomic_write
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -127,22 +128,14 @@ def save_volume(volume: Volume, path: str | os.PathLike, dtype: np.dtype | type 
     path = Path(path)
     if not is_nifti(path):
         raise ValueError(f"{path}: output name must end in .nii or .nii.gz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = volume.header.copy()
     header.set_data_dtype(dtype)
     image = nib.Nifti1Image(np.asarray(volume.data, dtype=dtype), volume.affine, header)
     image.set_qform(volume.affine, code=int(volume.header["qform_code"]))
     image.set_sform(volume.affine, code=int(volume.header["sform_code"]))
     image.header.set_slope_inter(np.nan, np.nan)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_write(path) as temporary:
         nib.save(image, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

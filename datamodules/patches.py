@@ -31,6 +31,7 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules.atomic import current_umask
 from datamodules.dataset import Subject
 from datamodules.preprocessing import bounding_box, percentile_scale
 
@@ -165,7 +166,7 @@ def cache_case(
             np.save(partial / f"{channel}.npy", data.astype(np.float16 if image else np.uint8))
         np.save(partial / "affine.npy", affine)
         (partial / "channels.json").write_text(json.dumps(kinds))
-        os.chmod(partial, 0o755)
+        os.chmod(partial, 0o777 & ~current_umask())  # mkdtemp creates 0700
         partial.rename(folder)
     except OSError:
         shutil.rmtree(partial, ignore_errors=True)

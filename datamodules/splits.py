@@ -8,13 +8,12 @@ data folder is read-only) and reused by every later run, so all methods see the 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from datamodules.atomic import atomic_write
 from datamodules.nifti import InvalidInputError
 
 TRAIN = "train"
@@ -101,16 +100,6 @@ def load_split(path: Path, case_ids: Sequence[str]) -> Split:
 
 
 def write_json_atomic(content: object, path: Path) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(content, stream, indent=2)
-            stream.write("\n")
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a split or summary is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (see :func:`datamodules.atomic.atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(json.dumps(content, indent=2) + "\n")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import atomic_write
 from evaluation.scoring import LOWER_IS_BETTER, METRICS, format_value, summarise
 from evaluation.segmentation_metrics import HIGHER_IS_BETTER, SEGMENTATION_METRICS
 
@@ -181,8 +182,8 @@ def box_plots(rows: Sequence[dict[str, Any]], metrics: Sequence[str], role: str,
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"{title} ({role})", fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with atomic_write(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
     return path
 
@@ -218,8 +219,8 @@ def gallery(
             axis.contour(np.rot90(segmentation[:, :, z] > 0), levels=[0.5], colors="red", linewidths=0.6)
         axis.set_title(name.replace(" (", "\n("), fontsize=7)  # long sweep labels on a second line
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    with atomic_write(path) as temporary:
+        figure.savefig(temporary, dpi=110)
     plt.close(figure)
     return path
 
@@ -366,6 +367,8 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
 def write_report(document: Document, output: Path) -> tuple[Path, Path]:
     output.mkdir(parents=True, exist_ok=True)
     markdown, page = output / "report.md", output / "report.html"
-    markdown.write_text(document.markdown(output))
-    page.write_text(document.html(output))
+    with atomic_write(markdown) as temporary:
+        temporary.write_text(document.markdown(output))
+    with atomic_write(page) as temporary:
+        temporary.write_text(document.html(output))
     return markdown, page

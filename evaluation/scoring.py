@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import atomic_write
 from datamodules.dataset import Subject
 from datamodules.nifti import InvalidInputError, Volume
 from datamodules.preprocessing import BRAIN_MASK_RULE, brain_mask, percentile_scale, unit_scale
@@ -120,19 +119,12 @@ def write_rows_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
     """Write per-case rows as CSV atomically (columns: every field of any row, in order of first
     appearance); None and missing fields become empty cells (n/a)."""
     rows = list(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(field for row in rows for field in row)) or ["case_id"]
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=fields, restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as temporary, temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=fields, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
 def format_value(statistic: dict[str, Any]) -> str:

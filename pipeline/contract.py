@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from datamodules.atomic import atomic_write
 from datamodules.dataset import Subject
 from datamodules.labels import LabelConvention
 from datamodules.nifti import InvalidInputError, Volume
@@ -114,9 +115,8 @@ class Method(ABC):
         folder.mkdir(parents=True, exist_ok=True)
         arrays = self.state()
         if arrays:
-            temporary = folder / f".{STATE_FILE}.partial.npz"
-            np.savez(temporary, **arrays)
-            temporary.replace(folder / STATE_FILE)
+            with atomic_write(folder / STATE_FILE) as temporary:
+                np.savez(temporary, **arrays)
         target = f"{type(self).__module__}.{type(self).__qualname__}"
         write_json_atomic({"target": target, "hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)
         return folder

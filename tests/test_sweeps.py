@@ -1,6 +1,7 @@
 """The paper's sweeps: every job's configuration composes, and the 44 models are distinct."""
 
 import itertools
+import json
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -50,3 +51,44 @@ def test_launcher_configs_compose(launcher):
     with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert "Launcher" in cfg.hydra.launcher._target_
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_through_submitit_and_its_rerun_into_the_same_folder_skips_finished_jobs(tmp_path):
+    """The SLURM launcher's machinery (submitit) on this machine, then the README's rerun of a user's
+    sweep into a fixed folder: finished jobs are skipped, not retrained. Paths stay out of folder names."""
+    from datamodules.phantom import generate_phantom
+    from tests.conftest import TINY_SHAPE
+    from tests.test_pipeline import run
+
+    root = generate_phantom(tmp_path / "data", n_subjects=8, shape=TINY_SHAPE, seed=2, workers=1)
+    sweep = tmp_path / "sweep"
+    job = ("train.py", "-m", f"hydra.sweep.dir={sweep}", "skip_finished=true", "data=brats", f"data.root={root}",
+           "logger=none", "baselines=null", "model=brainclustering", "model.micro=5", "model.macro=3,4")  # fmt: skip
+    run(*job, "hydra/launcher=submitit_local")
+    folders = {
+        macro: sweep / f"baselines=null,data=brats,model.macro={macro},model.micro=5,model=brainclustering"
+        for macro in (3, 4)
+    }
+    summaries = {}
+    for macro, folder in folders.items():
+        method = json.loads((folder / "model" / "method.json").read_text())
+        assert method["hyperparameters"]["macro"] == macro
+        summaries[macro] = (folder / "summary.json").read_text()
+        (mean,) = [
+            e["pct_mse_brain"]["mean"]
+            for e in json.loads(summaries[macro])["summary"]
+            if (e["method"], e["role"]) == ("brainclustering", "test")
+        ]
+        assert 0 < mean < 0.2
+    assert summaries[3] != summaries[4]
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == sorted(
+        f.name for f in folders.values()
+    )
+
+    modified = {macro: (folder / "model" / "state.npz").stat().st_mtime_ns for macro, folder in folders.items()}
+    again = run(*job)
+    assert again.stdout.count("finished earlier (summary.json exists); skipped") == 2
+    for macro, folder in folders.items():
+        assert (folder / "summary.json").read_text() == summaries[macro]
+        assert (folder / "model" / "state.npz").stat().st_mtime_ns == modified[macro]
