@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import hydra
@@ -16,10 +17,20 @@ from pipeline.run import run_experiment
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    with bad_input_exits():
-        run_experiment(
-            cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.runtime.choices["model"], hydra_cfg.overrides.task
-        )
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        with bad_input_exits():
+            run_experiment(cfg, run_dir, hydra_cfg.runtime.choices["model"], hydra_cfg.overrides.task)
+    except SystemExit:
+        remove_if_unused(run_dir)
+        raise
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Remove a run folder that holds only what Hydra put there (a run stopped by bad input or a
+    bad config before it wrote anything), so that failed commands leave no empty runs behind."""
+    if run_dir.is_dir() and {path.name for path in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

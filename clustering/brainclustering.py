@@ -351,7 +351,7 @@ class BrainClustering(SynthesisMethod):
             synthetic[selected] = look_up(keys, table_values, values[selected], self.setting == "reference")
         unfiltered = np.zeros(prepared.t1.shape, dtype=np.float32)
         unfiltered[prepared.query_voxels] = synthetic
-        return unfiltered, median_per_axial_slice(unfiltered)
+        return unfiltered, median_per_axial_slice(unfiltered, inside=prepared.query_voxels)
 
     def _predict(self, subject: Subject) -> Volume:
         unfiltered, filtered = self.synthesise(subject)

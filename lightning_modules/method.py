@@ -86,10 +86,10 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         if self.constant_iterations + self.decay_iterations < 1:
             raise ValueError("constant_iterations + decay_iterations must be at least 1")
-        # Bad network arguments fail now, before any data is read; the weights are drawn in fit.
+        # Bad network or loss arguments fail now, before any data is read (the system checks the
+        # loss settings; on the meta device nothing is allocated). The weights are drawn in fit.
         with torch.device("meta"):
-            self.build("generator")
-            self.build("discriminator")
+            self.system()
 
     def build(self, network: str) -> torch.nn.Module:
         """The generator or the discriminator, from its config, with freshly drawn initial weights."""
@@ -160,7 +160,7 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         if not self.inference_settings.median_filter:
             return {"": subject.t1.with_data(synthetic)}
         return {
-            "": subject.t1.with_data(median_per_axial_slice(synthetic)),
+            "": subject.t1.with_data(median_per_axial_slice(synthetic, inside=subject.brain)),
             "unfiltered": subject.t1.with_data(synthetic),
         }
 

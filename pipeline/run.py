@@ -30,7 +30,7 @@ from rich.console import Console
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
-from datamodules.nifti import Volume, save_volume
+from datamodules.nifti import InvalidInputError, Volume, save_volume
 from datamodules.progress import track
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
@@ -115,6 +115,22 @@ def models_using(key: str) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.yaml") if "${" + key in path.read_text())
 
 
+def build(cfg: DictConfig, key: str) -> Any:
+    """``instantiate(cfg)``, with the bad input or bad value that stopped it raised as itself (one
+    line for the user) rather than wrapped in Hydra's multi-line ``InstantiationException``."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, InvalidInputError | ConfigError):
+            raise cause from None
+        if isinstance(cause, ValueError | TypeError):
+            raise ConfigError(f"{key}: {cause}") from None
+        raise
+
+
 def fit_methods(
     methods: Mapping[str, Method], dataset: SynthesisDataset, run_dir: Path, primary: str, logger: Any = None
 ) -> None:
@@ -153,12 +169,13 @@ def run_experiment(
     if cfg.get("skip_finished") and finished.exists():
         console.print(f"{run_dir}: finished earlier (summary.json exists); skipped")
         return json.loads(finished.read_text())["summary"]
-    dataset: SynthesisDataset = instantiate(cfg.data)
-    methods: dict[str, Method] = {model_name: instantiate(cfg.model)}
+    # Methods first: a value a model refuses stops the run before any data is read (or generated).
+    methods: dict[str, Method] = {model_name: build(cfg.model, "model")}
     for name, baseline_cfg in (cfg.get("baselines") or {}).items():
-        baseline = instantiate(baseline_cfg)
+        baseline = build(baseline_cfg, f"baselines.{name}")
         if baseline.task == methods[model_name].task:  # synthesis baselines mean nothing to a segmenter
             methods.setdefault(name, baseline)
+    dataset: SynthesisDataset = build(cfg.data, "data")
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

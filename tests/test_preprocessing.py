@@ -36,3 +36,19 @@ def test_unit_and_percentile_scales_by_hand():
     scaled = percentile_scale(values.reshape(1, 1, -1), np.ones((1, 1, 201), bool)).ravel()
     assert scaled[0] == 0.0 and scaled[-1] == 1.0
     assert scaled[100] == pytest.approx((101 - 2) / 198)
+
+
+def test_the_median_filter_stays_inside_the_mask():
+    """A block with a notch in its edge: the median fills the notch (five of its nine neighbours are
+    bright) unless the mask is applied again."""
+    from datamodules.preprocessing import median_per_axial_slice
+
+    inside = np.zeros((7, 7, 2), dtype=bool)
+    inside[1:6, 1:6] = True
+    inside[1, 3] = False
+    image = np.where(inside, 1.0, 0.0).astype(np.float32)
+    leaked = median_per_axial_slice(image)
+    assert leaked[1, 3, 0] == 1.0  # what the plain filter does
+    masked = median_per_axial_slice(image, inside=inside)
+    assert np.all(masked[~inside] == 0)
+    np.testing.assert_array_equal(masked[inside], leaked[inside])

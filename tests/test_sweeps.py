@@ -82,9 +82,8 @@ def test_a_sweep_runs_through_submitit_and_its_rerun_into_the_same_folder_skips_
         ]
         assert 0 < mean < 0.2
     assert summaries[3] != summaries[4]
-    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".")) == sorted(
-        f.name for f in folders.values()
-    )
+    jobs = sorted(path.name for path in sweep.iterdir() if path.is_dir() and not path.name.startswith("."))
+    assert jobs == sorted(folder.name for folder in folders.values())
 
     modified = {macro: (folder / "model" / "state.npz").stat().st_mtime_ns for macro, folder in folders.items()}
     again = run(*job)

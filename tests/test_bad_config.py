@@ -1,0 +1,28 @@
+"""A bad data root or a value a model refuses ends like every other bad input: one line naming the
+path or the setting, exit status 2, and no run folder left behind."""
+
+import pytest
+
+from tests.test_pipeline import run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("data=brats", "data.root={missing}"), "error: {missing}: data root is not a directory"),
+        (("data=brats", "data.root={empty}"), "error: {empty}: "),
+        (("model.gan_mode=wasserstein",), "error: model: gan_mode must be one of"),
+        (("lambda=-1",), "error: model: lambda (-1.0) and gamma (0.0) must be non-negative"),
+        (("model=brainclustering", "model.macro=1"), "error: model: "),
+    ],
+)
+def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, overrides, message):
+    paths = {"missing": tmp_path / "nowhere", "empty": tmp_path / "empty"}
+    paths["empty"].mkdir()
+    run_dir = tmp_path / "run"
+    arguments = [o.format(**paths) for o in overrides]
+    result = run("train.py", *arguments, f"hydra.run.dir={run_dir}", check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(**paths)), result.stderr
+    assert not run_dir.exists()
