@@ -19,6 +19,7 @@ from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
 from datamodules.progress import Progress
 from lightning_modules.inference import InferenceSettings
+from pipeline.cli import RunInterruptedError
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.
 BRAIN_MARGIN = 4
@@ -165,9 +166,13 @@ def train(
     Progress is shown in ``iterations`` (batches); checkpoints count Lightning's optimiser steps
     (``steps_per_iteration`` per batch: two for a GAN); validation runs every
     ``validate_every_batches`` batches when there are validation cases. The final state is saved as
-    ``last.ckpt`` too, and the temporary cache is removed. Returns the fitted system.
+    ``last.ckpt`` too, and the temporary cache is removed, also when training is interrupted.
+    Returns the fitted system.
+
+    Raises:
+        RunInterruptedError: on SIGTERM or SIGINT, after saving the state to ``last.ckpt``.
     """
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 
     pl.seed_everything(seed, workers=True, verbose=False)
     system = build_system()
@@ -178,6 +183,8 @@ def train(
             save_top_k=0,
             save_last=True,
         ),
+        # On SIGTERM (SLURM, timeout) or Ctrl-C: the state as it is, so that a rerun resumes there.
+        OnExceptionCheckpoint(dirpath=workdir / LAST_CHECKPOINT.parent, filename=LAST_CHECKPOINT.stem),
         IterationProgress(iterations, steps_per_iteration, getattr(system, "progress_metrics", ())),
     ]
     if logger is not None:
@@ -200,8 +207,15 @@ def train(
     # Lightning warns that a checkpoint written from a manual-optimisation step holds the weights
     # after that step's update; that is the state a resumed run continues from, as intended.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    trainer.fit(system, datamodule=data.datamodule, ckpt_path=last if last.exists() else None)
+    try:
+        trainer.fit(system, datamodule=data.datamodule, ckpt_path=last if last.exists() else None)
+        if trainer.received_sigterm or trainer.interrupted:
+            raise SystemExit(1)
+    except SystemExit as stop:  # Lightning's answer to SIGTERM (exit 0!) and to Ctrl-C (exit 1)
+        received = "SIGTERM" if trainer.received_sigterm else "SIGINT"
+        raise RunInterruptedError(received, last if last.exists() else None) from stop
+    finally:
+        if trainer.is_global_zero:
+            data.clean_up()
     trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
-    if trainer.is_global_zero:
-        data.clean_up()
     return system

@@ -1,14 +1,31 @@
-"""Shared command-line behaviour: bad input ends the program with one clear line, not a traceback."""
+"""Shared command-line behaviour: bad input and interruptions end the program with one clear line,
+not a traceback, and a status that says what happened (2: bad input; 128 + signal: interrupted)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from datamodules.nifti import InvalidInputError
 
 EXIT_BAD_INPUT = 2
+
+
+#: The shell's status for a process ended by a signal.
+EXIT_INTERRUPTED = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
+
+
+class RunInterruptedError(Exception):
+    """A run stopped by a signal (``SIGTERM`` from SLURM or ``timeout``, ``SIGINT`` from Ctrl-C);
+    ``checkpoint`` holds the state a rerun into the same folder resumes from."""
+
+    def __init__(self, received: str, checkpoint: Path | None, resume: str = "") -> None:
+        self.received, self.checkpoint, self.resume = received, checkpoint, resume
+        kept = f"kept {checkpoint}" if checkpoint else "no checkpoint had been written yet"
+        super().__init__(f"stopped by {received}; {kept}" + (f"; {resume}" if resume else ""))
 
 
 class ConfigError(ValueError):
@@ -24,3 +41,6 @@ def bad_input_exits() -> Iterator[None]:
     except (InvalidInputError, ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from error
+    except RunInterruptedError as error:
+        print(f"interrupted: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED.get(error.received, 1)) from error

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 
+from datamodules.atomic import remove_partial_files
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
@@ -35,7 +36,7 @@ from datamodules.progress import track
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
 from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE, score_segmentation
-from pipeline.cli import ConfigError
+from pipeline.cli import ConfigError, RunInterruptedError
 from pipeline.contract import FitContext, LazySubjects, Method
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ def run_experiment(
         if baseline.task == methods[model_name].task:  # synthesis baselines mean nothing to a segmenter
             methods.setdefault(name, baseline)
     dataset: SynthesisDataset = build(cfg.data, "data")
+    for leftover in remove_partial_files(run_dir):
+        console.print(f"removed {leftover}, left half-written by an earlier run that was killed")
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -185,7 +188,11 @@ def run_experiment(
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
     )
-    fit_methods(methods, dataset, run_dir, model_name, logger)
+    try:
+        fit_methods(methods, dataset, run_dir, model_name, logger)
+    except RunInterruptedError as error:
+        resume = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
+        raise RunInterruptedError(error.received, error.checkpoint, resume) from error
     if rank_zero_only.rank != 0:
         return []
     roles = roles_to_predict(dataset, cfg.get("predict_roles"))
