@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -159,6 +160,27 @@ def fit_methods(
             method.save(folder)
 
 
+#: What a run writes after fitting; a rerun into the same folder replaces all of it, so that no
+#: prediction or score of the earlier run stays beside the new ones.
+RESULTS = ("predictions", "baselines", "metrics.csv", "summary.json")
+
+
+def clear_previous_results(run_dir: Path) -> list[str]:
+    """Remove an earlier run's :data:`RESULTS` from ``run_dir``; returns the names removed. The
+    primary model's folder stays: its checkpoints are what an interrupted run resumes from."""
+    removed = []
+    for name in RESULTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def run_experiment(
     cfg: DictConfig, run_dir: Path, model_name: str, overrides: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
@@ -179,6 +201,8 @@ def run_experiment(
     dataset: SynthesisDataset = build(cfg.data, "data")
     for leftover in remove_partial_files(run_dir):
         console.print(f"removed {leftover}, left half-written by an earlier run that was killed")
+    if cleared := clear_previous_results(run_dir):
+        console.print(f"{run_dir}: replaced the earlier run's {', '.join(cleared)} (model/checkpoints kept to resume)")
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -230,3 +230,21 @@ def test_pix2pix_data_parallel_on_two_cpu_processes(phantom_root, tmp_path):
     assert (run_dir / "train_ddp_process_1.log").exists()
     summary = json.loads((run_dir / "summary.json").read_text())["summary"]
     assert {e["method"] for e in summary} == {"pix2pix"}
+
+
+@pytest.mark.slow
+def test_a_rerun_into_a_run_folder_replaces_its_results_and_removes_partial_files(phantom_root, tmp_path):
+    run_dir = tmp_path / "run"
+    common = ("train.py", "data=brats", f"data.root={phantom_root}", "logger=none", f"hydra.run.dir={run_dir}")
+    run(*common, "model=intensity_lookup")
+    assert (run_dir / "predictions" / "zeros").is_dir()
+    leftover = run_dir / "predictions" / "intensity_lookup" / ".x.nii.gz.k2j4.partial.nii.gz"
+    leftover.write_bytes(b"half a file")
+
+    result = run(*common, "model=intensity_lookup", "~model@baselines.zeros", "~model@baselines.random")
+    assert f"removed {leftover}" in result.stdout.replace("\n", "")
+    assert "replaced the earlier run's predictions, baselines, metrics.csv, summary.json" in result.stdout
+    assert sorted(p.name for p in (run_dir / "predictions").iterdir()) == ["complementary", "intensity_lookup"]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {"intensity_lookup", "complementary"}
+    assert not list(run_dir.rglob("*.partial*"))
