@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or args.predictions[0] / "evaluation"
     console = Console(width=None if sys.stdout.isatty() else 160)
     with bad_input_exits():
-        dataset = SynthesisDataset(args.data_root, args.layout, args.label_convention, args.split_file)
+        dataset = SynthesisDataset(
+            args.data_root, args.layout, args.label_convention, args.split_file, write_split=False
+        )
         if not args.skip_image_metrics:
             rows = image_rows(args.predictions, dataset, output, args.region)
             summary = summarise(rows)

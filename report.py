@@ -26,7 +26,7 @@ from pipeline.cli import bad_input_exits
 
 def gallery_volumes(study, data_root: Path) -> dict | None:
     """T1, real T2, segmentation and the chosen methods' T2s of the first test case they share."""
-    dataset = SynthesisDataset(data_root)
+    dataset = SynthesisDataset(data_root, write_split=False)
     chosen = best_of_each_family(summarise(study.image_rows, metrics=["pct_mse_brain"]))
     test_cases = [row["case_id"] for row in study.image_rows if row["role"] == "test"]
     for case_id in dict.fromkeys(test_cases):

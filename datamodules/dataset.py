@@ -52,6 +52,8 @@ class SynthesisDataset:
             with the paper's proportions (or the per-modality layout's own split folders).
         split_seed: seed of a newly made split.
         proportions: role -> weight for a newly made split (default: the paper's Table 1).
+        write_split: save a newly made split as ``<root>/split_seed<seed>.json`` (training does, so
+            that every run on the data set shares it; scoring and reporting tools only read).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class SynthesisDataset:
         split_file: str | Path | None = None,
         split_seed: int = 0,
         proportions: Mapping[str, float] | None = None,
+        write_split: bool = True,
     ) -> None:
         self.root = Path(root).expanduser()
         self.layout: Layout = detect_layout(self.root) if layout == "auto" else get_layout(layout)
@@ -75,6 +78,7 @@ class SynthesisDataset:
         if not self.cases:
             raise InvalidInputError(self.root, f"no cases found for the {self.layout.name} layout")
         self.split_seed = split_seed
+        self.write_split = write_split
         self.split, self.split_file = self._resolve_split(split_file, proportions or PAPER_PROPORTIONS)
 
     def _resolve_split(
@@ -101,6 +105,8 @@ class SynthesisDataset:
             return split, default
         has_segmentation = {case_id: case.has("seg") for case_id, case in self.cases.items()}
         split = make_split(ids, has_segmentation, self.split_seed, proportions)
+        if not self.write_split:
+            return split, None
         # Write bits, not os.access: root may write anywhere, but a folder marked read-only stays so.
         if self.root.stat().st_mode & 0o222:
             try:

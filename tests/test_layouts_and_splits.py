@@ -129,3 +129,12 @@ def test_read_only_data_folder_is_never_written(tmp_path):
         assert sum(len(ids) for ids in dataset.split.values()) == 3
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_scoring_tools_read_a_data_set_without_writing_into_it(tmp_path):
+    for i in range(4):
+        brats2023_case(tmp_path, f"C{i}")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    dataset = SynthesisDataset(tmp_path, write_split=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and dataset.split_file is None
+    assert dataset.split == SynthesisDataset(tmp_path).split  # the same seeded split a training run writes
