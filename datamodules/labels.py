@@ -29,9 +29,13 @@ class LabelConvention:
         unknown = sorted(present - set(self.labels))
         if unknown:
             allowed = ", ".join(str(v) for v in [0, *sorted(self.labels)])
+            hint = ""
+            for other in LABEL_CONVENTIONS.values():
+                if other is not self and present <= set(other.labels):
+                    hint = f"; these look like {other.name} labels: set data.label_convention={other.name}"
             raise InvalidInputError(
                 segmentation.name,
-                f"unknown segmentation labels {unknown} for the {self.name} convention (allowed: {allowed})",
+                f"unknown segmentation labels {unknown} for the {self.name} convention (allowed: {allowed}){hint}",
             )
 
     def region_mask(self, segmentation: np.ndarray, region: str) -> np.ndarray:

@@ -44,11 +44,18 @@ def score_prediction(prediction: Volume, subject: Subject, region: str = "brain"
     """
     if subject.t2 is None:
         raise ValueError(f"case {subject.case_id}: no real T2 to score against")
-    if prediction.shape != subject.t2.shape or not np.allclose(prediction.affine, subject.t2.affine, atol=1e-3):
+    if prediction.shape != subject.t2.shape:
         raise InvalidInputError(
             prediction.name,
-            f"geometry differs from the real T2 of case {subject.case_id} "
-            f"(shape {prediction.shape} vs {subject.t2.shape})",
+            f"shape {prediction.shape} differs from the real T2's {subject.t2.shape} (case {subject.case_id})",
+        )
+    if not np.allclose(prediction.affine, subject.t2.affine, atol=1e-3):
+        ours, theirs = (
+            np.array2string(a[:3], precision=3, separator=",") for a in (prediction.affine, subject.t2.affine)
+        )
+        raise InvalidInputError(
+            prediction.name,
+            f"affine {ours} differs from the real T2's {theirs} (case {subject.case_id})".replace("\n", ""),
         )
     if region not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")

@@ -70,7 +70,9 @@ def test_unknown_layout_and_unknown_labels(tmp_path):
     brats2023_case(tmp_path / "data", "C1", seg_value=4)
     dataset = SynthesisDataset(tmp_path / "data")
     with pytest.raises(
-        InvalidInputError, match=r"C1-seg\.nii\.gz: unknown segmentation labels \[4\] for the brats2023"
+        InvalidInputError,
+        match=r"C1-seg\.nii\.gz: unknown segmentation labels \[4\] for the brats2023 .*"
+        r"these look like brats2019 labels: set data.label_convention=brats2019",
     ):
         dataset.load(dataset.cases["C1"])
     # The same file is valid under the brats2019 convention, chosen explicitly.

@@ -65,8 +65,14 @@ def test_tumour_metrics_are_na_without_segmentation_and_geometry_is_checked():
     assert scores["pct_mse_tumour"] is None and scores["ssim_tumour"] is None
     assert scores["pct_mse_brain"] is not None
     wrong = make_volume(np.zeros((12, 12, 9), np.float32))
-    with pytest.raises(InvalidInputError, match="geometry differs from the real T2 of case c"):
+    with pytest.raises(InvalidInputError, match=r"shape \(12, 12, 9\) differs from the real T2's \(12, 12, 10\)"):
         score_prediction(wrong, subject)
+    shifted = subject.t1.affine.copy()
+    shifted[0, 3] += 2.0
+    moved = subject.t1.with_data(np.zeros((12, 12, 10), np.float32))
+    moved = type(moved)(data=moved.data, affine=shifted, header=moved.header)
+    with pytest.raises(InvalidInputError, match=r"affine .*-8\..* differs from the real T2's .*-10\..* \(case c\)"):
+        score_prediction(moved, subject)
 
 
 def test_summary_skips_na_values():
