@@ -76,6 +76,76 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
+#: Voxel kinds a scan may hold (numpy's dtype kinds): booleans, integers, floating point. RGB
+#: (structured) and complex images are not MR magnitude images.
+SUPPORTED_KINDS = "biuf"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What a NIfTI header says about its volume, read without decoding the voxels."""
+
+    path: Path
+    shape: tuple[int, ...]
+    affine: np.ndarray
+
+
+def _open(path: Path) -> tuple[nib.Nifti1Image | nib.Nifti2Image, tuple[int, ...]]:
+    """The lazily loaded image (header only) and its 3-D shape, with the header-level checks."""
+    if not path.exists():
+        reason = "dangling symbolic link" if path.is_symlink() else "file not found"
+        raise InvalidInputError(path, reason)
+    try:
+        image = nib.load(path)
+    except Exception as error:  # nibabel raises many types for a bad file
+        raise InvalidInputError(path, f"not a readable NIfTI file ({error})") from error
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InvalidInputError(path, f"not a NIfTI image ({type(image).__name__})")
+    dtype = image.get_data_dtype()
+    if dtype.kind not in SUPPORTED_KINDS:
+        what = "RGB" if dtype.names else "complex" if dtype.kind == "c" else str(dtype)
+        raise InvalidInputError(path, f"{what} voxels ({dtype}) are not supported: expected a real-valued scan")
+    shape = image.shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise InvalidInputError(path, f"expected a 3-D volume, found shape {image.shape}")
+    return image, shape
+
+
+def _check_complete(path: Path, image: nib.Nifti1Image | nib.Nifti2Image) -> None:
+    """Raise if the file is shorter than its header says, without decompressing it: an uncompressed
+    file by its size, a gzip file by the uncompressed size its trailer records (modulo 2^32)."""
+    offset = int(image.dataobj.offset)  # the header's vox_offset, or where the data really start when it is 0
+    needed = offset + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+    if path.name.endswith(".gz"):
+        with path.open("rb") as stream:
+            stream.seek(0, os.SEEK_END)
+            if stream.tell() < 18:
+                raise InvalidInputError(path, "truncated gzip file")
+            stream.seek(-4, os.SEEK_END)
+            recorded = int.from_bytes(stream.read(4), "little")
+        if recorded != needed % 2**32:
+            raise InvalidInputError(
+                path, f"truncated or corrupt: the header needs {needed} bytes, the file holds another size"
+            )
+    elif path.stat().st_size < needed:
+        raise InvalidInputError(path, f"truncated: the header needs {needed} bytes, the file has {path.stat().st_size}")
+
+
+def read_geometry(path: str | os.PathLike) -> Geometry:
+    """Check a NIfTI file from its header and its length only (milliseconds, however large): it
+    exists, is readable, 3-D, of a supported voxel type, and as long as its header says.
+
+    Raises:
+        InvalidInputError: naming the file and the problem.
+    """
+    path = Path(path)
+    image, shape = _open(path)
+    _check_complete(path, image)
+    return Geometry(path=path, shape=tuple(int(n) for n in shape), affine=image.affine.copy())
+
+
 def load_volume(path: str | os.PathLike, *, label_map: bool = False) -> Volume:
     """Read a 3-D NIfTI volume, checking what real scans get wrong.
 
@@ -84,23 +154,12 @@ def load_volume(path: str | os.PathLike, *, label_map: bool = False) -> Volume:
     returned as int16.
 
     Raises:
-        InvalidInputError: the file is missing, unreadable or truncated, not 3-D (a trailing axis of
-            length 1 is accepted), or holds NaN/Inf voxels or non-integer labels.
+        InvalidInputError: the file is missing (or a dangling link), unreadable or truncated, not
+            3-D (a trailing axis of length 1 is accepted), of RGB or complex voxels, or holds NaN/Inf
+            voxels or non-integer labels.
     """
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(path, "file not found")
-    try:
-        image = nib.load(path)
-    except Exception as error:  # nibabel raises many types for a bad file
-        raise InvalidInputError(path, f"not a readable NIfTI file ({error})") from error
-    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise InvalidInputError(path, f"not a NIfTI image ({type(image).__name__})")
-    shape = image.shape
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise InvalidInputError(path, f"expected a 3-D volume, found shape {image.shape}")
+    image, shape = _open(path)
     try:
         data = np.asanyarray(image.dataobj).reshape(shape)
     except (EOFError, OSError, zlib.error, ValueError) as error:

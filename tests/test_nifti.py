@@ -95,3 +95,47 @@ def test_geometry_mismatch_within_a_case():
         check_same_geometry({"t1": a, "t2": shifted}, "c1")
     with pytest.raises(InvalidInputError, match=r"shape \(12, 12, 9\) differs"):
         check_same_geometry({"t1": a, "t2": make_volume(a.data[:, :, :9])}, "c1")
+
+
+def write_raw(path, data):
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    return path
+
+
+def test_rgb_and_complex_images_are_refused_by_header_check_and_loader(tmp_path):
+    from datamodules.nifti import read_geometry
+
+    rgb = np.zeros((4, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    complex_data = np.ones((4, 4, 3), dtype=np.complex64)
+    for name, data, what in [("rgb.nii.gz", rgb, "RGB voxels"), ("complex.nii.gz", complex_data, "complex voxels")]:
+        path = write_raw(tmp_path / name, data)
+        for check in (read_geometry, load_volume):
+            with pytest.raises(
+                InvalidInputError, match=f"{name}: {what} .* not supported: expected a real-valued scan"
+            ):
+                check(path)
+
+
+@pytest.mark.parametrize("name", ["cut.nii.gz", "cut.nii"])
+def test_the_header_check_finds_a_truncated_file_without_decoding_it(tmp_path, name):
+    from datamodules.nifti import read_geometry
+
+    path = save_volume(ball_volume(shape=(20, 20, 12)), tmp_path / name)
+    geometry = read_geometry(path)
+    assert geometry.shape == (20, 20, 12) and geometry.affine.shape == (4, 4)
+    content = path.read_bytes()
+    path.write_bytes(content[: len(content) * 2 // 3])
+    with pytest.raises(InvalidInputError, match=f"{name}: truncated"):
+        read_geometry(path)
+
+
+def test_a_dangling_link_is_named_as_such(tmp_path):
+    from datamodules.nifti import read_geometry
+
+    link = tmp_path / "t1.nii.gz"
+    link.symlink_to(tmp_path / "gone.nii.gz")
+    for check in (read_geometry, load_volume):
+        with pytest.raises(InvalidInputError, match=r"t1\.nii\.gz: dangling symbolic link"):
+            check(link)
