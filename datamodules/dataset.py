@@ -12,7 +12,7 @@ import numpy as np
 
 from datamodules.labels import LabelConvention, get_label_convention
 from datamodules.layouts import Case, Layout, detect_layout, get_layout
-from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume
+from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, read_geometry
 from datamodules.preprocessing import brain_mask
 from datamodules.splits import PAPER_PROPORTIONS, TRAIN, Split, load_split, make_split, save_split
 
@@ -125,6 +125,28 @@ class SynthesisDataset:
         if role not in self.split:
             raise KeyError(f"split has no role {role!r}; roles: {sorted(self.split)}")
         return [self.cases[case_id] for case_id in self.split[role]]
+
+    def check(self, case: Case, modalities: Sequence[str]) -> int:
+        """Check ``case``'s files for ``modalities`` (each required) and its segmentation when it has
+        one from their headers only (:func:`datamodules.nifti.read_geometry`), and that they agree
+        in shape and affine. Voxel checks (NaN/Inf, all background, labels) wait for :meth:`load`.
+        Returns the number of files checked.
+
+        Raises:
+            InvalidInputError: naming the file and the problem.
+        """
+        names = [*modalities, *(["seg"] if case.has("seg") else [])]
+        geometries = {m: read_geometry(case.path(m)) for m in names}
+        first_name, first = names[0], geometries[names[0]]
+        for name in names[1:]:
+            other = geometries[name]
+            if other.shape != first.shape:
+                raise InvalidInputError(
+                    other.path, f"shape {other.shape} differs from {first_name}'s {first.shape} in case {case.case_id}"
+                )
+            if not np.allclose(other.affine, first.affine, atol=1e-3):
+                raise InvalidInputError(other.path, f"affine differs from {first_name}'s in case {case.case_id}")
+        return len(names)
 
     def load(self, case: Case, modalities: Sequence[str] = ("t1", "t2")) -> Subject:
         """Load ``case``: the given modalities (each required) plus its segmentation when it has one.

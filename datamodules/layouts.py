@@ -35,15 +35,20 @@ class Case:
     group: str | None = None
 
     def find(self, modality: str) -> Path | None:
-        """The file of ``modality`` if it exists (``.nii.gz`` or ``.nii``), else None."""
+        """The file of ``modality`` if there is one (``.nii.gz`` or ``.nii``; a dangling link counts,
+        so that reading it names the problem), else None.
+
+        Raises:
+            InvalidInputError: both ``.nii.gz`` and ``.nii`` exist (which one is meant is unclear).
+        """
         stem = self.expected.get(modality)
         if stem is None:
             return None
-        for suffix in NIFTI_SUFFIXES:
-            candidate = stem.with_name(stem.name + suffix)
-            if candidate.exists():
-                return candidate
-        return None
+        found = [stem.with_name(stem.name + suffix) for suffix in NIFTI_SUFFIXES]
+        found = [path for path in found if path.exists() or path.is_symlink()]
+        if len(found) > 1:
+            raise InvalidInputError(found[0], f"both {found[0].name} and {found[1].name} exist: remove one")
+        return found[0] if found else None
 
     def has(self, modality: str) -> bool:
         return self.find(modality) is not None
@@ -72,7 +77,8 @@ class Layout:
 
 
 def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES))
+    """NIfTI files in ``folder``, dangling links included (reading one names the problem)."""
+    return sorted(p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and p.name.endswith(NIFTI_SUFFIXES))
 
 
 class _PerCaseFolderLayout(Layout):
@@ -91,8 +97,12 @@ class _PerCaseFolderLayout(Layout):
         return folders
 
     def _is_case(self, folder: Path) -> bool:
-        t1 = f"{folder.name}{self.separator}{self.suffixes['t1']}"
-        return any((folder / (t1 + s)).exists() for s in NIFTI_SUFFIXES)
+        """A folder holding any file named as this layout names a case's files (a case missing its
+        T1 is still a case, so that a role needing the T1 names the missing file)."""
+        names = {
+            f"{folder.name}{self.separator}{suffix}{ext}" for suffix in self.suffixes.values() for ext in NIFTI_SUFFIXES
+        }
+        return any(path.name in names for path in folder.iterdir())
 
     def matches(self, root: Path) -> bool:
         return any(self._is_case(folder) for folder, _ in self._case_folders(root))
@@ -136,10 +146,16 @@ class PerModalityLayout(Layout):
         return any(_nifti_files(split / "t1") for split in self._split_folders(root))
 
     def find_cases(self, root: Path) -> list[Case]:
+        """Every case named in any modality folder of a split (a case missing its T1 is still a case)."""
         cases = []
         for split in self._split_folders(root):
-            for t1 in _nifti_files(split / "t1"):
-                name = strip_nifti_suffix(t1.name)
+            names = {
+                strip_nifti_suffix(path.name)
+                for folder in self.folders.values()
+                if (split / folder).is_dir()
+                for path in _nifti_files(split / folder)
+            }
+            for name in sorted(names):
                 expected = {m: split / folder / name for m, folder in self.folders.items()}
                 cases.append(Case(case_id=name, expected=expected, group=split.name))
         return cases

@@ -35,8 +35,8 @@ from datamodules.layouts import Case
 from datamodules.nifti import InvalidInputError, Volume, save_volume
 from datamodules.progress import track
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
-from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
-from evaluation.segmentation_metrics import SEGMENTATION_TABLE, score_segmentation
+from evaluation.scoring import METRICS, PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
+from evaluation.segmentation_metrics import SEGMENTATION_METRICS, SEGMENTATION_TABLE, score_segmentation
 from pipeline.cli import ConfigError, RunInterruptedError
 from pipeline.contract import FitContext, LazySubjects, Method
 
@@ -73,8 +73,10 @@ def predict_and_score(
     region: str = "brain",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``roles`` with every method (each case is read once), write the
-    predictions, and score those that have something to compare with."""
+    predictions, and score them; a case with nothing to compare with (no real T2 for a synthesis,
+    no segmentation for a segmentation) gets a row of n/a scores and a warning."""
     rows: list[dict[str, Any]] = []
+    unscored: set[str] = set()
     needed = {m for method in methods.values() for m in method.inference_modalities}
     work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
     for role, case in track(work, f"Predicting {len(work)} cases with {len(methods)} method(s)"):
@@ -85,8 +87,18 @@ def predict_and_score(
                 name = f"{method_name}_{suffix}" if suffix else method_name
                 save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz", prediction.data.dtype)
                 scores = score(method, prediction, subject, dataset.labels, region)
-                if scores is not None:
-                    rows.append({"method": name, "role": role, "case_id": case.case_id, **scores})
+                if scores is None:  # listed and counted, with n/a scores
+                    scores = dict.fromkeys(SEGMENTATION_METRICS if method.task == "segmentation" else METRICS)
+                    unscored.add(case.case_id)
+                rows.append({"method": name, "role": role, "case_id": case.case_id, **scores})
+    if unscored:
+        reference = "segmentation" if any(m.task == "segmentation" for m in methods.values()) else "real T2"
+        log.warning(
+            "%d predicted case(s) have no %s to score against; listed with n/a scores: %s",
+            len(unscored),
+            reference,
+            ", ".join(sorted(unscored)),
+        )
     return rows
 
 
@@ -131,6 +143,30 @@ def build(cfg: DictConfig, key: str) -> Any:
         if isinstance(cause, ValueError | TypeError):
             raise ConfigError(f"{key}: {cause}") from None
         raise
+
+
+def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDataset, roles: Sequence[str]) -> int:
+    """Check, from headers only, every file the run will read (training and validation cases with
+    what the methods train on; predicted cases with what they read, their real T2 and segmentation
+    when present), so that a bad file stops the run before a long training rather than after it.
+    Returns the number of files checked.
+
+    Raises:
+        InvalidInputError: naming the first bad file.
+    """
+    training = sorted({m for method in methods.values() if method.learns for m in method.training_modalities})
+    inference = sorted({m for method in methods.values() for m in method.inference_modalities})
+    checked = 0
+    if training:
+        for case in dataset.cases_in(TRAIN):
+            checked += dataset.check(case, training)
+        for case in dataset.cases_in(VALIDATION) if VALIDATION in dataset.split else []:
+            if all(case.has(m) for m in training):  # validation uses the cases that have them
+                checked += dataset.check(case, training)
+    for role in roles:
+        for case in dataset.cases_in(role):
+            checked += dataset.check(case, sorted({*inference, *(["t2"] if case.has("t2") else [])}))
+    return checked
 
 
 def fit_methods(
@@ -207,10 +243,13 @@ def run_experiment(
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    roles = roles_to_predict(dataset, cfg.get("predict_roles"))
+    checked = check_before_fitting(methods, dataset, roles)
     save_split(dataset.split, run_dir / "split.json", dataset.split_seed)
     console.print(
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
+        + f"; {checked} files checked"
     )
     try:
         fit_methods(methods, dataset, run_dir, model_name, logger)
@@ -219,7 +258,6 @@ def run_experiment(
         raise RunInterruptedError(error.received, error.checkpoint, resume) from error
     if rank_zero_only.rank != 0:
         return []
-    roles = roles_to_predict(dataset, cfg.get("predict_roles"))
     rows = predict_and_score(methods, dataset, roles, run_dir / "predictions", cfg.evaluation.region)
 
     summary = summarise(rows)
