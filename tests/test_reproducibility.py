@@ -75,14 +75,18 @@ def test_pix2pix_twice_gives_the_same_weights_and_metrics_and_another_seed_does_
     assert "g_total" in lines[-1] and "left" in lines[-1]
 
 
-#: The small study's UNet (conf/experiment/small_pix2pix.yaml) with the baselines that matter here.
+#: A 2-D Pix2Pix (the small study's UNet on axial slices) that learns the phantom in about a minute
+#: of CPU; Random and Zeros are left out.
 SMALL_PIX2PIX = (
-    "generator=unet_small", "trainer=cpu", "model.discriminator.base_filters=8", "model.learning_rate=1e-3",
-    "model.constant_iterations=200", "model.decay_iterations=200", "model.checkpoint_every=400",
-    "model.validate_every=400", "model.data.patch_size=[32,32,32]", "model.data.batch_size=4",
-    "model.data.samples_per_volume=4", "model.data.queue_length=16", "model.data.num_workers=0",
-    "~model@baselines.random", "~model@baselines.zeros",
+    "model.spatial_dims=2", "generator=unet_small", "trainer=cpu", "model.discriminator.base_filters=16",
+    "model.learning_rate=1e-3", "model.constant_iterations=200", "model.decay_iterations=200",
+    "model.checkpoint_every=400", "model.validate_every=400", "model.data.patch_size=[64,64,1]",
+    "model.data.batch_size=8", "model.data.samples_per_volume=16", "model.data.queue_length=64",
+    "model.data.num_workers=0", "~model@baselines.random", "~model@baselines.zeros",
 )  # fmt: skip
+#: Pix2Pix's mean pct_mse_brain over the held-out cases must be below this share of Complementary's
+#: (measured: 0.72; README, "Reproducing the numbers").
+MARGIN = 0.85
 
 
 def held_out_mean(summary: list[dict], method: str, metric: str = "pct_mse_brain") -> float:
@@ -93,8 +97,9 @@ def held_out_mean(summary: list[dict], method: str, metric: str = "pct_mse_brain
 
 @pytest.mark.slow
 def test_a_small_pix2pix_beats_complementary_on_the_phantom(tmp_path):
-    """About two minutes of CPU: the small study's UNet with a fixed seed on a small phantom. The
-    margin is stated in the README next to the measured numbers."""
+    """About a minute of CPU with a fixed seed, on a 12-subject phantom at 2.5 mm voxels. Before the
+    networks' initial weights were seeded, each run drew other weights and this short schedule
+    sometimes lost to Complementary, which is what made the README's numbers irreproducible."""
     from datamodules.phantom import generate_phantom
 
     root = generate_phantom(tmp_path / "data", n_subjects=12, shape=(96, 96, 62), seed=0)
@@ -102,4 +107,4 @@ def test_a_small_pix2pix_beats_complementary_on_the_phantom(tmp_path):
     run("train.py", "data=brats", f"data.root={root}", "logger=none", *SMALL_PIX2PIX, f"hydra.run.dir={run_dir}")
     summary = json.loads((run_dir / "summary.json").read_text())["summary"]
     pix2pix, complementary = (held_out_mean(summary, method) for method in ("pix2pix", "complementary"))
-    assert pix2pix < 0.8 * complementary, (pix2pix, complementary)
+    assert pix2pix < MARGIN * complementary, (pix2pix, complementary)
