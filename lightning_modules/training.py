@@ -4,6 +4,7 @@ with periodic checkpoints, validation and resuming."""
 from __future__ import annotations
 
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -174,6 +175,14 @@ def train(
     """
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
 
+    if trainer_options.get("accelerator", "auto") != "cpu" and not torch.cuda.is_available():
+        print(
+            f"warning: no GPU found, so this trains on the CPU (trainer.accelerator="
+            f"{trainer_options.get('accelerator', 'auto')}); networks of the paper's size take days there: "
+            "+experiment=pix2pix_cpu and +experiment=segmenter_cpu are sized for a CPU",
+            file=sys.stderr,
+            flush=True,
+        )
     pl.seed_everything(seed, workers=True, verbose=False)
     system = build_system()
     callbacks: list[Any] = [

@@ -34,6 +34,16 @@ def sweep_group() -> str | None:
     return Path(hydra_cfg.sweep.dir).name
 
 
-for name, resolver in (("wandb_offline", wandb_offline), ("sweep_group", sweep_group)):
+def loader_workers(most: int = 4) -> int:
+    """Data-loading processes for this machine: at most ``most``, and one core left to the training
+    process (0 on a single core: the training process loads the data itself)."""
+    return max(0, min(int(most), len(os.sched_getaffinity(0)) - 1))
+
+
+for name, resolver in (
+    ("wandb_offline", wandb_offline),
+    ("sweep_group", sweep_group),
+    ("loader_workers", loader_workers),
+):
     if not OmegaConf.has_resolver(name):
         OmegaConf.register_new_resolver(name, resolver)

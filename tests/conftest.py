@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pipeline.resolvers  # noqa: F401 -- registers the configs' resolvers, as train.py does
 from datamodules.nifti import Volume, new_header, save_volume
 
 REPOSITORY = Path(__file__).resolve().parents[1]
