@@ -26,6 +26,7 @@ class Zeros(SynthesisMethod):
     """T2 absent: a volume of zeros (what a segmenter sees when the contrast is missing)."""
 
     learns = False
+    constant_by_design = True
 
     def _predict(self, subject: Subject) -> Volume:
         return subject.t1.with_data(np.zeros(subject.t1.shape, dtype=np.float32))

@@ -69,7 +69,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(stream):
             parsed: dict[str, Any] = {}
             for key, value in row.items():
-                if key in ("method", "role", "case_id", "reference"):
+                if key in ("method", "role", "case_id", "reference", "degenerate"):
                     parsed[key] = value
                 else:
                     parsed[key] = float(value) if value not in ("", None) else None

@@ -25,6 +25,33 @@ LOWER_IS_BETTER = {m: not m.startswith(("psnr", "ssim")) for m in METRICS}
 REGIONS = ("brain", "union")
 
 
+#: Limits of a plausible synthetic image on the unit T2 scale ([0, 1], background 0).
+UNIT_SCALE_LIMITS = (-0.5, 1.5)
+#: A prediction is degenerate when one value covers more than this share of the brain.
+CONSTANT_SHARE = 0.9
+
+
+def degeneracy(prediction: np.ndarray, brain: np.ndarray) -> str:
+    """Why ``prediction`` (a synthetic image on the unit scale) is no image at all, or "" when it is
+    plausible: non-finite values, values far outside [0, 1], one value over most of the brain, or a
+    foreground lying mostly outside the brain. Scores of such an output mean little; a run says so."""
+    if not np.all(np.isfinite(prediction)):
+        return f"{int(np.count_nonzero(~np.isfinite(prediction)))} non-finite voxels"
+    low, high = float(prediction.min()), float(prediction.max())
+    if low < UNIT_SCALE_LIMITS[0] or high > UNIT_SCALE_LIMITS[1]:
+        return f"values from {low:.3g} to {high:.3g}, far outside the unit scale [0, 1]"
+    inside = prediction[brain]
+    outside = int(np.count_nonzero(prediction[~brain]))
+    if outside > np.count_nonzero(inside):
+        return f"most of the foreground ({outside} voxels) lies outside the brain"
+    if inside.size:
+        _, counts = np.unique(inside, return_counts=True)
+        share = counts.max() / inside.size
+        if share > CONSTANT_SHARE:
+            return f"{share:.1%} of the brain holds one value"
+    return ""
+
+
 def score_prediction(prediction: Volume, subject: Subject, region: str = "brain") -> dict[str, float | None]:
     """All image metrics of one synthetic T2 against ``subject.t2``.
 

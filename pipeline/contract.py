@@ -62,6 +62,9 @@ class Method(ABC):
     inference_modalities: tuple[str, ...] = ()
     #: Whether ``fit`` learns anything; stateless methods are fitted from construction.
     learns: bool = True
+    #: Whether a constant output is what the method means to give (Zeros), so that it is not
+    #: reported as degenerate.
+    constant_by_design: bool = False
 
     def fit(self, subjects: Sequence[Subject], context: FitContext | None = None) -> Method:
         """Learn from training subjects, each with :attr:`training_modalities`. ``subjects`` may load

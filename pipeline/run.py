@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,15 @@ from datamodules.layouts import Case
 from datamodules.nifti import InvalidInputError, Volume, save_volume
 from datamodules.progress import track
 from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
-from evaluation.scoring import METRICS, PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
+from evaluation.scoring import (
+    METRICS,
+    PRIMARY_METRIC,
+    degeneracy,
+    score_prediction,
+    summarise,
+    summary_table,
+    write_rows_csv,
+)
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS, SEGMENTATION_TABLE, score_segmentation
 from pipeline.cli import ConfigError, RunInterruptedError
 from pipeline.contract import FitContext, LazySubjects, Method
@@ -90,7 +99,12 @@ def predict_and_score(
                 if scores is None:  # listed and counted, with n/a scores
                     scores = dict.fromkeys(SEGMENTATION_METRICS if method.task == "segmentation" else METRICS)
                     unscored.add(case.case_id)
-                rows.append({"method": name, "role": role, "case_id": case.case_id, **scores})
+                row = {"method": name, "role": role, "case_id": case.case_id, **scores}
+                if method.task == "synthesis":
+                    row["degenerate"] = "" if method.constant_by_design else degeneracy(prediction.data, subject.brain)
+                    if row["degenerate"]:
+                        log.warning("%s on %s: degenerate prediction (%s)", name, case.case_id, row["degenerate"])
+                rows.append(row)
     if unscored:
         reference = "segmentation" if any(m.task == "segmentation" for m in methods.values()) else "real T2"
         log.warning(
@@ -263,9 +277,15 @@ def run_experiment(
     summary = summarise(rows)
     if rows:
         write_rows_csv(rows, run_dir / "metrics.csv")
+    degenerate = dict(Counter(row["method"] for row in rows if row.get("degenerate")))
     write_json_atomic(
-        {"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary}, run_dir / "summary.json"
+        {"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary, "degenerate": degenerate},
+        run_dir / "summary.json",
     )
+    for name, count in degenerate.items():
+        console.print(
+            f"[bold red]warning:[/] {name}: {count} degenerate prediction(s); see the degenerate column of metrics.csv"
+        )
     title = f"{model_name} on {dataset.root.name} ({run_dir})"
     table_metrics = SEGMENTATION_TABLE if methods[model_name].task == "segmentation" else None
     console.print(summary_table(summary, title=title, metrics=table_metrics))

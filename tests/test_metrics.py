@@ -84,3 +84,32 @@ def test_summary_skips_na_values():
     assert entry["pct_mse_brain"]["mean"] == pytest.approx(0.2)
     assert entry["pct_mse_brain"]["sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
     assert entry["pct_mse_tumour"] == {"mean": 0.2, "sd": None, "n": 1}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ("plausible", ""),
+        ("nan", "1 non-finite voxels"),
+        ("large", "values from 0 to 7, far outside the unit scale [0, 1]"),
+        ("constant", "95.3% of the brain holds one value"),
+        ("outside", "most of the foreground (1376 voxels) lies outside the brain"),
+    ],
+)
+def test_degenerate_predictions_are_named(values, reason):
+    from evaluation.scoring import degeneracy
+
+    brain = np.zeros((12, 12, 10), dtype=bool)
+    brain[4:8, 4:8, 3:7] = True  # 64 voxels
+    image = np.where(brain, np.linspace(0.1, 0.9, brain.size).reshape(brain.shape), 0).astype(np.float32)
+    if values == "nan":
+        image[5, 5, 5] = np.nan
+    elif values == "large":
+        image[5, 5, 5] = 7
+    elif values == "constant":
+        image[4:8, 4:8, 3:7] = 0.5
+        image[4, 4, 3:6] = 0.7  # 61 of 64 brain voxels alike
+    elif values == "outside":
+        image = np.where(brain, 0, 0.5).astype(np.float32)  # the reference's foreground rule gone wrong
+        image[5, 5, 5] = 0.2
+    assert degeneracy(image, brain) == reason

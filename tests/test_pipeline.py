@@ -54,6 +54,8 @@ def test_train_synthesize_evaluate(phantom_root, tmp_path):
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert {r["method"] for r in rows} == {"intensity_lookup", "complementary", "random", "zeros"}
     assert len(rows) == 4 * len(predicted)
+    assert all(r["degenerate"] == "" for r in rows)  # Zeros is constant by design, not degenerate
+    assert json.loads((run_dir / "summary.json").read_text())["degenerate"] == {}
     summary = json.loads((run_dir / "summary.json").read_text())["summary"]
     means = {(e["method"], e["role"]): e["pct_mse_brain"]["mean"] for e in summary}
     for role in {r["role"] for r in rows}:
