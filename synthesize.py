@@ -5,7 +5,8 @@
 RUN is a run directory (its ``model/`` is used) or a saved model folder. INPUT is a T1 NIfTI file, a
 folder of T1 files, or a data set root in a known layout (every case's T1). OUTPUT is a folder; each
 T2 is written as ``<input name>_t2syn.nii.gz`` (float32, on the unit T2 scale, background 0) with the
-input's affine and header.
+input's affine and header. OUTPUT may be the input folder: files named ``*_t2syn.nii.gz`` are never
+read as inputs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from datamodules.dataset import Subject
-from datamodules.layouts import LAYOUTS
+from datamodules.layouts import find_layout
 from datamodules.nifti import InvalidInputError, is_nifti, load_volume, save_volume, strip_nifti_suffix
 from datamodules.progress import track
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
@@ -25,18 +26,25 @@ OUTPUT_SUFFIX = "_t2syn.nii.gz"
 
 
 def t1_inputs(source: Path) -> list[tuple[str, Path]]:
-    """(output stem, T1 file) for a file, a data set root, or a folder of T1 files."""
+    """(output stem, T1 file) for a file, a data set root (one layout, see
+    :func:`datamodules.layouts.find_layout`), or a folder of T1 files (our own outputs left out)."""
     if source.is_file():
         return [(strip_nifti_suffix(source.name), source)]
     if not source.is_dir():
         raise InvalidInputError(source, "input not found")
-    for layout in LAYOUTS.values():
-        if layout.matches(source):
-            return [(case.case_id, case.path("t1")) for case in layout.find_cases(source)]
-    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p))
+    layout = find_layout(source)
+    if layout is not None:
+        return [(case.case_id, case.path("t1")) for case in layout.find_cases(source)]
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p) and not p.name.endswith(OUTPUT_SUFFIX))
     if not files:
         raise InvalidInputError(source, "no NIfTI files in this folder")
-    return [(strip_nifti_suffix(p.name), p) for p in files]
+    stems: dict[str, Path] = {}
+    for path in files:
+        stem = strip_nifti_suffix(path.name)
+        if stem in stems:
+            raise InvalidInputError(path, f"both {stems[stem].name} and {path.name} exist: remove one")
+        stems[stem] = path
+    return list(stems.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="output folder")
     args = parser.parse_args(argv)
     with bad_input_exits():
+        if args.output.exists() and not args.output.is_dir():
+            raise InvalidInputError(args.output, "OUTPUT is a file; give a folder for the synthetic T2s")
         method = load_from_run(args.run, SynthesisMethod)
         inputs = t1_inputs(args.input)
     failures = []

@@ -166,22 +166,32 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-def detect_layout(root: str | Path) -> Layout:
-    """The layout of the data set at ``root``; raises if none or more than one matches."""
+def find_layout(root: str | Path) -> Layout | None:
+    """The layout of the data set at ``root``, or None when no layout matches.
+
+    Raises:
+        InvalidInputError: ``root`` is not a folder, or more than one layout matches (named).
+    """
     root = Path(root)
     if not root.is_dir():
         raise InvalidInputError(root, "data root is not a directory")
     matching = [layout for layout in LAYOUTS.values() if layout.matches(root)]
-    if not matching:
+    if len(matching) > 1:
+        names = ", ".join(layout.name for layout in matching)
+        raise InvalidInputError(root, f"ambiguous layout (matches {names}); set data.layout explicitly")
+    return matching[0] if matching else None
+
+
+def detect_layout(root: str | Path) -> Layout:
+    """The layout of the data set at ``root``; raises if none or more than one matches."""
+    layout = find_layout(root)
+    if layout is None:
         raise InvalidInputError(
             root,
             "no known data set layout found (expected BraTS 2019 <case>/<case>_t1.nii.gz, "
             "BraTS 2023 <case>/<case>-t1n.nii.gz, or <split>/t1/<case>.nii.gz)",
         )
-    if len(matching) > 1:
-        names = ", ".join(layout.name for layout in matching)
-        raise InvalidInputError(root, f"ambiguous layout (matches {names}); set data.layout explicitly")
-    return matching[0]
+    return layout
 
 
 def get_layout(name: str) -> Layout:
