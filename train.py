@@ -9,18 +9,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-import pipeline.resolvers  # noqa: F401 -- registers ${wandb_offline:}
-from pipeline.cli import bad_input_exits
-from pipeline.run import run_experiment
+import pipeline.resolvers  # noqa: F401 -- registers the configs' resolvers
+from pipeline.cli import bad_input_exits, check_model_specific_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    model_name = hydra_cfg.runtime.choices["model"]
     try:
         with bad_input_exits():
-            run_experiment(cfg, run_dir, hydra_cfg.runtime.choices["model"], hydra_cfg.overrides.task)
+            check_model_specific_overrides(cfg, hydra_cfg.overrides.task, model_name)
+            from pipeline.run import run_experiment  # torch and Lightning: only once the config is sound
+
+            run_experiment(cfg, run_dir, model_name)
     except SystemExit:
         remove_if_unused(run_dir)
         raise

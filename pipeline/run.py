@@ -116,33 +116,6 @@ def predict_and_score(
     return rows
 
 
-#: Top-level config keys that only some models use (through an interpolation such as ``${lambda}``).
-MODEL_SPECIFIC_KEYS = ("lambda", "gamma", "generator", "trainer")
-
-
-def check_model_specific_overrides(cfg: DictConfig, overrides: Sequence[str], model_name: str) -> None:
-    """Refuse e.g. ``lambda=500`` with a model that has no such weight: it would be silently ignored.
-
-    Raises:
-        ConfigError: naming the keys and the models whose configs use them.
-    """
-    overridden = {override.lstrip("+~").split("=")[0].split(".")[0] for override in overrides}
-    raw_model = str(OmegaConf.to_container(cfg.model, resolve=False))
-    unused = [key for key in MODEL_SPECIFIC_KEYS if key in overridden and "${" + key not in raw_model]
-    if unused:
-        users = models_using(unused[0])
-        raise ConfigError(
-            f"model={model_name} does not use {', '.join(unused)}; "
-            f"{unused[0]} is used by: model={', model='.join(users) or '(none)'}"
-        )
-
-
-def models_using(key: str) -> list[str]:
-    """Names of the ``conf/model`` configs that reference the top-level ``key``."""
-    folder = Path(__file__).resolve().parent.parent / "conf" / "model"
-    return sorted(path.stem for path in folder.glob("*.yaml") if "${" + key in path.read_text())
-
-
 def build(cfg: DictConfig, key: str) -> Any:
     """``instantiate(cfg)``, with the bad input or bad value that stopped it raised as itself (one
     line for the user) rather than wrapped in Hydra's multi-line ``InstantiationException``."""
@@ -231,12 +204,9 @@ def clear_previous_results(run_dir: Path) -> list[str]:
     return removed
 
 
-def run_experiment(
-    cfg: DictConfig, run_dir: Path, model_name: str, overrides: Sequence[str] = ()
-) -> list[dict[str, Any]]:
+def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
     """The whole experiment for a composed config; returns the summary (empty on the non-zero ranks
     of a multi-GPU run, which only train)."""
-    check_model_specific_overrides(cfg, overrides, model_name)
     console = Console(width=None if sys.stdout.isatty() else 160)
     finished = run_dir / "summary.json"
     if cfg.get("skip_finished") and finished.exists():

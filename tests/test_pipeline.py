@@ -250,3 +250,11 @@ def test_a_rerun_into_a_run_folder_replaces_its_results_and_removes_partial_file
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert {r["method"] for r in rows} == {"intensity_lookup", "complementary"}
     assert not list(run_dir.rglob("*.partial*"))
+
+
+def test_the_command_line_reaches_config_errors_without_importing_torch():
+    """train.py's --help, --cfg and config errors need Hydra and the config checks only: torch and
+    Lightning (seconds to import) load once a run starts."""
+    code = "import sys, train; print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
