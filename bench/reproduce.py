@@ -4,7 +4,8 @@ maintainer can diff them against the README. Not a test; each run is a real ``tr
     python bench/reproduce.py                      # everything (about 30 minutes on 2 cores)
     python bench/reproduce.py --only quick_start   # one of: quick_start, pix2pix_cpu, small_study
 
-Runs go to ``--output`` (default ``reproduce/``), one folder per result, rerun from scratch each time.
+Runs go to ``--output`` (default ``reproduce/``), one folder per result, rerun from scratch each time,
+with each command's output in ``<result>.log`` beside it.
 Each table is printed under the command that made it, the commit and the machine.
 """
 
@@ -72,8 +73,15 @@ def run(name: str, output: Path) -> float:
     folder = output / name
     shutil.rmtree(folder, ignore_errors=True)
     location = f"hydra.sweep.dir={folder}" if RESULTS[name][1] else f"hydra.run.dir={folder}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log = output / f"{name.replace('/', '_')}.log"
     start = time.perf_counter()
-    subprocess.run([sys.executable, *command_line(name)[1:], location], cwd=REPOSITORY, check=True)
+    with log.open("w") as stream:  # the run's own output; this script prints only the tables
+        completed = subprocess.run(
+            [sys.executable, *command_line(name)[1:], location], cwd=REPOSITORY, stdout=stream, stderr=stream
+        )
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(command_line(name))} failed (status {completed.returncode}); see {log}")
     return time.perf_counter() - start
 
 
