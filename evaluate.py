@@ -30,7 +30,14 @@ from datamodules.nifti import InvalidInputError, is_nifti, load_volume, strip_ni
 from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 from evaluation.report import label_in_run
-from evaluation.scoring import PRIMARY_METRIC, score_prediction, summarise, summary_table, write_rows_csv
+from evaluation.scoring import (
+    METRICS,
+    PRIMARY_METRIC,
+    score_prediction,
+    summarise,
+    summary_table,
+    write_rows_csv,
+)
 from evaluation.segmentation import CommandSegmenter, evaluate_synthetic_t2, prediction_files
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE
 from pipeline.cli import bad_input_exits
@@ -47,6 +54,7 @@ def match_case(stem: str, case_ids: set[str]) -> str | None:
 def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, region: str) -> list[dict]:
     role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
     rows = []
+    unscored: set[str] = set()
     seen: set[tuple[str, str]] = set()
     for folder in folders:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti(p) and output not in p.parents)
@@ -55,7 +63,8 @@ def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, reg
         if not matched:
             raise InvalidInputError(folder, f"no file named after a case of {dataset.root}")
         for path, case_id in track(matched, f"Scoring {len(matched)} file(s) in {folder}"):
-            subject = dataset.load(dataset.cases[case_id], ("t1", "t2"))
+            case = dataset.cases[case_id]
+            subject = dataset.load(case, ("t1", "t2") if case.has("t2") else ("t1",))
             parts = path.parent.relative_to(folder).parts
             if parts and parts[-1] in dataset.split:
                 parts = parts[:-1]
@@ -63,8 +72,19 @@ def image_rows(folders: list[Path], dataset: SynthesisDataset, output: Path, reg
             if (method, case_id) in seen:
                 continue
             seen.add((method, case_id))
-            scores = score_prediction(load_volume(path), subject, region)
+            prediction = load_volume(path)
+            if subject.t2 is None:  # the same rule as train.py: listed and counted, with n/a scores
+                scores = dict.fromkeys(METRICS)
+                unscored.add(case_id)
+            else:
+                scores = score_prediction(prediction, subject, region)
             rows.append({"method": method, "role": role_of.get(case_id, "unassigned"), "case_id": case_id, **scores})
+    if unscored:
+        print(
+            f"warning: {len(unscored)} case(s) have no real T2 to score against; listed with n/a scores: "
+            + ", ".join(sorted(unscored)),
+            file=sys.stderr,
+        )
     return rows
 
 

@@ -5,9 +5,11 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from datamodules.dataset import SynthesisDataset
+from datamodules.nifti import load_volume, save_volume
 from tests.conftest import TINY_SHAPE
 from tests.test_pipeline import run
 
@@ -76,3 +78,19 @@ def test_a_test_case_without_its_t2_is_predicted_listed_and_counted(data, tmp_pa
     summary = json.loads((run_dir / "summary.json").read_text())["summary"]
     (test,) = [e for e in summary if (e["method"], e["role"]) == ("intensity_lookup", "test")]
     assert test["cases"] == len(split["test"]) and test["pct_mse_brain"]["n"] == len(split["test"]) - 1
+
+
+@pytest.mark.slow
+def test_evaluate_lists_a_case_without_its_t2_as_train_does(data, tmp_path):
+    root, split = data
+    case_id = split["test"][0]
+    (root / case_id / f"{case_id}-t2w.nii.gz").unlink()
+    predictions = tmp_path / "predictions" / "copy" / "test"
+    for case in split["test"]:  # the T1 as a "prediction": any image will do here
+        t1 = load_volume(t1_of(root, case))
+        save_volume(t1.with_data((t1.data / t1.data.max()).astype(np.float32)), predictions / f"{case}.nii.gz")
+    result = run("evaluate.py", tmp_path / "predictions", root, "--output", tmp_path / "evaluation")
+    assert f"no real T2 to score against; listed with n/a scores: {case_id}" in result.stderr
+    rows = list(csv.DictReader((tmp_path / "evaluation" / "metrics.csv").open()))
+    assert sorted(r["case_id"] for r in rows) == sorted(split["test"])
+    assert [r["pct_mse_brain"] for r in rows if r["case_id"] == case_id] == [""]
