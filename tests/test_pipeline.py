@@ -244,8 +244,9 @@ def test_a_rerun_into_a_run_folder_replaces_its_results_and_removes_partial_file
     leftover.write_bytes(b"half a file")
 
     result = run(*common, "model=intensity_lookup", "~model@baselines.zeros", "~model@baselines.random")
-    assert f"removed {leftover}" in result.stdout.replace("\n", "")
-    assert "replaced the earlier run's predictions, baselines, metrics.csv, summary.json" in result.stdout
+    output = " ".join(result.stdout.split())  # the console wraps long lines
+    assert f"removed {leftover}" in output
+    assert "replaced the earlier run's predictions, baselines, metrics.csv, summary.json" in output
     assert sorted(p.name for p in (run_dir / "predictions").iterdir()) == ["complementary", "intensity_lookup"]
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
     assert {r["method"] for r in rows} == {"intensity_lookup", "complementary"}

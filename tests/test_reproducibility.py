@@ -20,11 +20,9 @@ def data_root(tmp_path_factory):
 
 
 def metrics(run_dir) -> dict[tuple[str, str], dict[str, float]]:
+    text = ("method", "role", "case_id", "degenerate")
     rows = csv.DictReader((run_dir / "metrics.csv").open())
-    return {
-        (row["method"], row["case_id"]): {k: float(v) for k, v in row.items() if k not in ("method", "role", "case_id")}
-        for row in rows
-    }
+    return {(row["method"], row["case_id"]): {k: float(v) for k, v in row.items() if k not in text} for row in rows}
 
 
 def weights(run_dir) -> dict[str, np.ndarray]:
