@@ -35,7 +35,11 @@ def t1_inputs(source: Path) -> list[tuple[str, Path]]:
     layout = find_layout(source)
     if layout is not None:
         return [(case.case_id, case.path("t1")) for case in layout.find_cases(source)]
-    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti(p) and not p.name.endswith(OUTPUT_SUFFIX))
+    files = sorted(  # dangling links included: reading one names the problem
+        p
+        for p in source.iterdir()
+        if (p.is_file() or p.is_symlink()) and is_nifti(p) and not p.name.endswith(OUTPUT_SUFFIX)
+    )
     if not files:
         raise InvalidInputError(source, "no NIfTI files in this folder")
     stems: dict[str, Path] = {}

@@ -259,3 +259,21 @@ def test_the_command_line_reaches_config_errors_without_importing_torch():
     code = "import sys, train; print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_training_without_a_gpu_says_so_up_front(phantom_root, tmp_path):
+    """The default trainer asks for an accelerator; on a machine without a GPU the run says so before
+    training and names the CPU-sized experiment."""
+    result = run("train.py", "data=brats", f"data.root={phantom_root}", "logger=none", *TINY_PIX2PIX,
+                 "model.constant_iterations=1", "model.decay_iterations=0", "baselines=null",
+                 f"hydra.run.dir={tmp_path / 'run'}")  # fmt: skip
+    if torch_has_cuda():
+        pytest.skip("a GPU is present")
+    assert "warning: no GPU found" in result.stderr and "+experiment=pix2pix_cpu" in result.stderr
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -52,3 +52,13 @@ def test_refusals_name_the_file_and_the_problem(model, tmp_path):
     line = one_error_line(run("synthesize.py", model, both, tmp_path / "out", check=False))
     assert line == f"error: {both}: ambiguous layout (matches brats2019, brats2023); set data.layout explicitly"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_dangling_link_in_a_folder_is_reported_and_the_rest_written(model, tmp_path):
+    folder = t1_folder(tmp_path / "scans")
+    (folder / "c.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    result = run("synthesize.py", model, folder, tmp_path / "out", check=False)
+    assert result.returncode == 2
+    assert f"error: {folder / 'c.nii.gz'}: dangling symbolic link" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_t2syn.nii.gz", "b_t2syn.nii.gz"]
