@@ -136,16 +136,7 @@ class SynthesisDataset:
             InvalidInputError: naming the file and the problem.
         """
         names = [*modalities, *(["seg"] if case.has("seg") else [])]
-        geometries = {m: read_geometry(case.path(m)) for m in names}
-        first_name, first = names[0], geometries[names[0]]
-        for name in names[1:]:
-            other = geometries[name]
-            if other.shape != first.shape:
-                raise InvalidInputError(
-                    other.path, f"shape {other.shape} differs from {first_name}'s {first.shape} in case {case.case_id}"
-                )
-            if not np.allclose(other.affine, first.affine, atol=1e-3):
-                raise InvalidInputError(other.path, f"affine differs from {first_name}'s in case {case.case_id}")
+        check_same_geometry({m: read_geometry(case.path(m)) for m in names}, case.case_id)
         return len(names)
 
     def load(self, case: Case, modalities: Sequence[str] = ("t1", "t2")) -> Subject:

@@ -89,6 +89,11 @@ class Geometry:
     shape: tuple[int, ...]
     affine: np.ndarray
 
+    @property
+    def name(self) -> str:
+        """The file, as :class:`Volume` names it (for :func:`check_same_geometry`)."""
+        return str(self.path)
+
 
 def _open(path: Path) -> tuple[nib.Nifti1Image | nib.Nifti2Image, tuple[int, ...]]:
     """The lazily loaded image (header only) and its 3-D shape, with the header-level checks."""
@@ -207,8 +212,9 @@ def new_header(affine: np.ndarray, qform_code: int = 1, sform_code: int = 1) -> 
     return header
 
 
-def check_same_geometry(volumes: dict[str, Volume], case_id: str, atol_mm: float = 1e-3) -> None:
-    """Raise if the volumes of one case differ in shape or affine (tolerance in mm)."""
+def check_same_geometry(volumes: dict[str, Volume] | dict[str, Geometry], case_id: str, atol_mm: float = 1e-3) -> None:
+    """Raise if the volumes of one case (decoded, or read from their headers) differ in shape or
+    affine (tolerance in mm)."""
     names = list(volumes)
     first = volumes[names[0]]
     for name in names[1:]:
