@@ -221,14 +221,15 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     dataset: SynthesisDataset = build(cfg.data, "data")
     for leftover in remove_partial_files(run_dir):
         console.print(f"removed {leftover}, left half-written by an earlier run that was killed")
+    roles = roles_to_predict(dataset, cfg.get("predict_roles"))
+    checked = check_before_fitting(methods, dataset, roles)
+    # Only now, with the input known to be sound: a rerun that stops on bad input loses nothing.
     if cleared := clear_previous_results(run_dir):
         console.print(f"{run_dir}: replaced the earlier run's {', '.join(cleared)} (model/checkpoints kept to resume)")
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    roles = roles_to_predict(dataset, cfg.get("predict_roles"))
-    checked = check_before_fitting(methods, dataset, roles)
     save_split(dataset.split, run_dir / "split.json", dataset.split_seed)
     console.print(
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
