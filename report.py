@@ -19,13 +19,14 @@ import numpy as np
 
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import InvalidInputError, load_volume
-from evaluation.report import best_of_each_family, build_report, collect, write_report
+from evaluation.report import Study, best_of_each_family, build_report, collect, write_report
 from evaluation.scoring import summarise
 from pipeline.cli import bad_input_exits
 
 
-def gallery_volumes(study, data_root: Path) -> dict | None:
-    """T1, real T2, segmentation and the chosen methods' T2s of the first test case they share."""
+def gallery_volumes(study: Study, data_root: Path) -> dict | None:
+    """The sources, real target, brain mask, segmentation and the chosen methods' predictions of the
+    first test case they share (the first run's task)."""
     dataset = SynthesisDataset(data_root, write_split=False)
     chosen = best_of_each_family(summarise(study.image_rows, metrics=["pct_mse_brain"]))
     test_cases = [row["case_id"] for row in study.image_rows if row["role"] == "test"]
@@ -33,10 +34,12 @@ def gallery_volumes(study, data_root: Path) -> dict | None:
         files = {m: study.case_files.get(m, {}).get(case_id) for m in chosen}
         files = {m: f for m, f in files.items() if f is not None and f.exists()}
         if files:
-            subject = dataset.load(dataset.cases[case_id], ("t1", "t2"))
+            task = study.tasks[0]
+            subject = dataset.load(dataset.cases[case_id], task.modalities)
             return {
-                "t1": subject.t1.data.astype(np.float32),
-                "real": subject.t2.data.astype(np.float32),
+                "sources": {c: subject[c].data.astype(np.float32) for c in task.sources},
+                "real": subject[task.target].data.astype(np.float32),
+                "brain": subject.brain,
                 "segmentation": None if subject.segmentation is None else subject.segmentation.data,
                 "synthetic": {m: load_volume(f).data for m, f in sorted(files.items())},
             }

@@ -1,79 +1,160 @@
-"""Synthesise T2 volumes with a trained run.
+"""Make a missing contrast with a trained run: the T2 of a T1 (the paper's task), or any target from
+the sources the run was trained on (a BraTS case missing its T2 still has T1, T1CE and FLAIR).
 
-    python synthesize.py RUN INPUT OUTPUT
+    python synthesize.py RUN INPUT [OUTPUT]
 
-RUN is a run directory (its ``model/`` is used) or a saved model folder. INPUT is a T1 NIfTI file, a
-folder of T1 files, or a data set root in a known layout (every case's T1). OUTPUT is a folder; each
-T2 is written as ``<input name>_t2syn.nii.gz`` (float32, on the unit T2 scale, background 0) with the
-input's affine and header. OUTPUT may be the input folder: files named ``*_t2syn.nii.gz`` are never
-read as inputs.
+RUN is a run directory (its ``model/`` is used) or a saved model folder; its task (sources ->
+target) is the one it was trained for. INPUT is
+
+- a data set root in a known layout (every case), or one case's folder of such a data set
+  (``.../BraTS-GLI-00001-000/``): each case's sources are read by the layout's names, and the target
+  is written under the name the layout gives it (``<case>-t2w.nii.gz`` in BraTS 2023,
+  ``<case>_t2.nii.gz`` in BraTS 2019): next to the case's other files when OUTPUT is left out, so
+  that the case is complete for a segmenter, or into OUTPUT (flat), where ``evaluate.py`` scores it
+  as it is. A file already there in the case's folder is never overwritten.
+- for a single-source run only: a NIfTI file of that source, or a folder of them; each output is
+  ``<input name>_<target>syn.nii.gz`` in OUTPUT (required), which may be the input folder: files named
+  so are never read as inputs.
+
+Outputs are float32 on the target's unit scale (background 0) with the affine and header of the
+first source.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.dataset import Subject
-from datamodules.layouts import find_layout
-from datamodules.nifti import InvalidInputError, is_nifti, load_volume, save_volume, strip_nifti_suffix
+from datamodules.layouts import Case, find_case_folder, find_layout
+from datamodules.nifti import (
+    InvalidInputError,
+    check_same_geometry,
+    is_nifti,
+    load_volume,
+    save_volume,
+    strip_nifti_suffix,
+)
 from datamodules.progress import track
+from datamodules.task import SynthesisTask
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
 from pipeline.contract import SynthesisMethod, load_from_run
 
-OUTPUT_SUFFIX = "_t2syn.nii.gz"
+
+def output_suffix(target: str) -> str:
+    """The suffix of an output made from a loose file: ``_t2syn.nii.gz`` for a T2."""
+    return f"_{target}syn.nii.gz"
 
 
-def t1_inputs(source: Path) -> list[tuple[str, Path]]:
-    """(output stem, T1 file) for a file, a data set root (one layout, see
-    :func:`datamodules.layouts.find_layout`), or a folder of T1 files (our own outputs left out)."""
+@dataclass(frozen=True)
+class Job:
+    """One output to make: its name (a case id or a file's stem), the source files by contrast,
+    where it goes, and whether a file there may be replaced (our own earlier output) or not (a
+    case's own file)."""
+
+    name: str
+    sources: dict[str, Path]
+    output: Path
+    replace: bool
+
+
+def case_jobs(cases: list[Case], task: SynthesisTask, output: Path | None) -> tuple[list[Job], list[str]]:
+    """Jobs for cases in a layout, and an error line for each case that lacks a source."""
+    jobs, errors = [], []
+    for case in cases:
+        missing = [contrast for contrast in task.sources if not case.has(contrast)]
+        if missing:
+            expected = ", ".join(f"{case.expected[c].name}.nii.gz" for c in missing)
+            errors.append(f"case {case.case_id}: the run needs {', '.join(missing)} and the case lacks it ({expected})")
+            continue
+        name = f"{case.expected[task.target].name}.nii.gz"
+        destination = output / name if output is not None else case.expected[task.target].parent / name
+        sources = {contrast: case.path(contrast) for contrast in task.sources}
+        jobs.append(Job(case.case_id, sources, destination, replace=output is not None))
+    return jobs, errors
+
+
+def file_jobs(source: Path, task: SynthesisTask, output: Path | None) -> list[Job]:
+    """Jobs for a file of the run's single source, or a folder of them (our own outputs left out)."""
+    if len(task.sources) > 1:
+        raise InvalidInputError(
+            source,
+            f"this run makes {task.target} from {', '.join(task.sources)}: give a case folder or a data set root "
+            "in a known layout, so that each case's sources can be found",
+        )
+    if output is None:
+        raise InvalidInputError(source, "give an OUTPUT folder for outputs made from loose files")
+    suffix = output_suffix(task.target)
     if source.is_file():
-        return [(strip_nifti_suffix(source.name), source)]
-    if not source.is_dir():
-        raise InvalidInputError(source, "input not found")
-    layout = find_layout(source)
-    if layout is not None:
-        return [(case.case_id, case.path("t1")) for case in layout.find_cases(source)]
-    files = sorted(  # dangling links included: reading one names the problem
-        p
-        for p in source.iterdir()
-        if (p.is_file() or p.is_symlink()) and is_nifti(p) and not p.name.endswith(OUTPUT_SUFFIX)
-    )
-    if not files:
-        raise InvalidInputError(source, "no NIfTI files in this folder")
+        files = [source]
+    else:
+        files = sorted(  # dangling links included: reading one names the problem
+            p
+            for p in source.iterdir()
+            if (p.is_file() or p.is_symlink()) and is_nifti(p) and not p.name.endswith(suffix)
+        )
+        if not files:
+            raise InvalidInputError(source, "no NIfTI files in this folder")
     stems: dict[str, Path] = {}
     for path in files:
         stem = strip_nifti_suffix(path.name)
         if stem in stems:
             raise InvalidInputError(path, f"both {stems[stem].name} and {path.name} exist: remove one")
         stems[stem] = path
-    return list(stems.items())
+    return [Job(stem, {task.primary: path}, output / f"{stem}{suffix}", replace=True) for stem, path in stems.items()]
+
+
+def jobs_for(source: Path, task: SynthesisTask, output: Path | None) -> tuple[list[Job], list[str]]:
+    """What INPUT asks for (see the module docstring)."""
+    if not source.exists():
+        raise InvalidInputError(source, "input not found")
+    if source.is_dir():
+        layout = find_layout(source)
+        if layout is not None:
+            return case_jobs(layout.find_cases(source), task, output)
+        case = find_case_folder(source)
+        if case is not None:
+            return case_jobs([case], task, output)
+    return file_jobs(source, task, output), []
+
+
+def synthesise(method: SynthesisMethod, job: Job) -> Path:
+    """Read a job's sources, make the target, write it (atomically, never over a case's own file)."""
+    if job.output.exists() and not job.replace:
+        raise InvalidInputError(
+            job.output, f"case {job.name} already has its {method.target}: not overwritten (give an OUTPUT folder)"
+        )
+    volumes = {contrast: load_volume(path) for contrast, path in job.sources.items()}
+    check_same_geometry(volumes, job.name)
+    return save_volume(method.predict(Subject(job.name, volumes)), job.output)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run directory or saved model folder")
-    parser.add_argument("input", type=Path, help="T1 file, folder of T1 files, or data set root")
-    parser.add_argument("output", type=Path, help="output folder")
+    parser.add_argument("input", type=Path, help="data set root, case folder, or source file or folder of them")
+    parser.add_argument("output", type=Path, nargs="?", help="output folder (default for cases: next to their files)")
     args = parser.parse_args(argv)
     with bad_input_exits():
-        if args.output.exists() and not args.output.is_dir():
-            raise InvalidInputError(args.output, "OUTPUT is a file; give a folder for the synthetic T2s")
+        if args.output is not None and args.output.exists() and not args.output.is_dir():
+            raise InvalidInputError(args.output, "OUTPUT is a file; give a folder for the outputs")
         method = load_from_run(args.run, SynthesisMethod)
-        inputs = t1_inputs(args.input)
-    failures = []
-    for stem, path in track(inputs, f"Synthesising {len(inputs)} T2 volume(s)"):
+        assert isinstance(method, SynthesisMethod)
+        jobs, failures = jobs_for(args.input, method.contrasts, args.output)
+    for failure in failures:
+        print(f"error: {failure}", file=sys.stderr)
+    written = 0
+    for job in track(jobs, f"Synthesising {len(jobs)} {method.target} volume(s) ({method.contrasts})"):
         try:
-            subject = Subject(case_id=stem, t1=load_volume(path))
-            save_volume(method.predict(subject), args.output / f"{stem}{OUTPUT_SUFFIX}")
+            synthesise(method, job)
+            written += 1
         except InvalidInputError as error:
             failures.append(str(error))
             print(f"error: {error}", file=sys.stderr)
-    print(
-        f"wrote {len(inputs) - len(failures)} file(s) to {args.output}"
-        + (f"; {len(failures)} failed" if failures else "")
-    )
+    where = args.output or "the cases' folders"
+    print(f"wrote {written} file(s) to {where}" + (f"; {len(failures)} failed" if failures else ""))
     return EXIT_BAD_INPUT if failures else 0
 
 

@@ -59,8 +59,8 @@ def main() -> None:
         train_mode.tables_, train_mode.patient_rows_, train_mode.fitted_ = search.tables_, search.patient_rows_, True
         query_time = seconds(lambda m=train_mode: m.synthesise(query))
         search_time = seconds(lambda m=search: m.synthesise(query))
-        prepared = search.prepare(query, with_t2=False)
-        distance_time = seconds(lambda m=search, p=prepared: m.distances(p.t1))
+        prepared = search.prepare(query, with_target=False)
+        distance_time = seconds(lambda m=search, p=prepared: m.distances(p.primary))
         projected = search_time + distance_time * (270 / len(training) - 1)
         rows = sum(len(r.key) for r in search.patient_rows_)
         print(

@@ -164,7 +164,7 @@ def bench_inference(args: argparse.Namespace, subject_file: Path) -> None:
 
                     def one_volume(method: Pix2PixMethod = method) -> None:
                         t1 = load_volume(subject_file)
-                        save_volume(method.predict(Subject("bench", t1)), Path(folder) / "t2.nii.gz")
+                        save_volume(method.predict(Subject("bench", {"t1": t1})), Path(folder) / "t2.nii.gz")
 
                     one_volume()  # warm-up (cudnn autotuning, allocations)
                     times = []

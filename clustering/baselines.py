@@ -1,7 +1,9 @@
-"""The paper's baselines (Complementary, Random), Zeros (T2 absent) and an intensity lookup table.
+"""The paper's baselines (Complementary, Random), Zeros (the contrast absent), ClosestSource (the most
+alike source contrast, for any target) and an intensity lookup table.
 
-Inputs: the T1 on the percentile scale (:func:`datamodules.preprocessing.percentile_scale`, robust to
-bright outliers). Outputs: the unit T2 scale of the method contract, 0 outside the brain.
+Inputs: source contrasts on the percentile scale (:func:`datamodules.preprocessing.percentile_scale`,
+robust to bright outliers). Outputs: the target's unit scale of the method contract, 0 outside the
+brain.
 """
 
 from __future__ import annotations
@@ -14,22 +16,22 @@ import numpy as np
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.preprocessing import percentile_scale, unit_scale
-from pipeline.contract import FitContext, SynthesisMethod
+from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
 
 
-def normalised_t1(subject: Subject) -> np.ndarray:
-    """The subject's T1 on the percentile scale, 0 outside the brain."""
-    return percentile_scale(subject.t1.data, subject.brain)
+def normalised(subject: Subject, contrast: str) -> np.ndarray:
+    """A contrast of the subject on the percentile scale, 0 outside the brain."""
+    return percentile_scale(subject[contrast].data, subject.brain)
 
 
 class Zeros(SynthesisMethod):
-    """T2 absent: a volume of zeros (what a segmenter sees when the contrast is missing)."""
+    """The target absent: a volume of zeros (what a segmenter sees when the contrast is missing)."""
 
     learns = False
     constant_by_design = True
 
     def _predict(self, subject: Subject) -> Volume:
-        return subject.t1.with_data(np.zeros(subject.t1.shape, dtype=np.float32))
+        return subject.volume_like(np.zeros(subject.reference.shape, dtype=np.float32))
 
 
 class RandomNoise(SynthesisMethod):
@@ -41,34 +43,76 @@ class RandomNoise(SynthesisMethod):
 
     learns = False
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
+        super().__init__(source, target)
         self.seed = seed
 
     def _predict(self, subject: Subject) -> Volume:
         rng = np.random.default_rng([self.seed, zlib.crc32(subject.case_id.encode())])
-        noise = rng.random(subject.t1.shape, dtype=np.float32)
-        return subject.t1.with_data(np.where(subject.brain, noise, np.float32(0)))
+        noise = rng.random(subject.reference.shape, dtype=np.float32)
+        return subject.volume_like(np.where(subject.brain, noise, np.float32(0)))
+
+
+def inverted(values: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """min + max - x over the brain (1 - x on the [0, 1] percentile scale), 0 outside."""
+    result = np.zeros_like(values)
+    inside = values[brain]
+    result[brain] = inside.min() + inside.max() - inside
+    return result
 
 
 class Complementary(SynthesisMethod):
     """The paper's Complementary baseline: min + max - x over the brain of the normalised T1.
 
     T1 and T2 order the main tissues oppositely (CSF dark on T1, bright on T2), so inverting the T1
-    is a one-line guess at the T2. On the [0, 1] percentile scale min + max - x is 1 - x.
+    is a one-line guess at the T2. It needs the T1 among the sources (for other tasks see
+    :class:`ClosestSource`).
     """
 
     learns = False
 
+    def __init__(self, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
+        super().__init__(source, target)
+        if "t1" not in self.source:
+            raise TaskNotSupportedError(f"Complementary inverts the T1, which is not among the sources {self.source}")
+
     def _predict(self, subject: Subject) -> Volume:
-        t1 = normalised_t1(subject)
-        brain = subject.brain
-        inverted = np.zeros_like(t1)
-        inverted[brain] = t1[brain].min() + t1[brain].max() - t1[brain]
-        return subject.t1.with_data(inverted)
+        return subject.volume_like(inverted(normalised(subject, "t1"), subject.brain))
+
+
+#: For each target, the contrasts that look most like it, best first: FLAIR shares T2's bright
+#: oedema and grey-over-white order (but nulls the CSF), and T1CE is T1 with an enhancing rim.
+CLOSEST_CONTRASTS: dict[str, tuple[str, ...]] = {
+    "t2": ("flair",),
+    "flair": ("t2",),
+    "t1": ("t1ce",),
+    "t1ce": ("t1",),
+}
+
+
+class ClosestSource(SynthesisMethod):
+    """A baseline for any target: the source contrast that looks most like the target
+    (:data:`CLOSEST_CONTRASTS`: FLAIR for T2, T1 for T1CE, ...), copied on the percentile scale.
+    Without such a source (T1 alone for T2) the run skips it: inverting the T1 is Complementary."""
+
+    learns = False
+
+    def __init__(self, source: Sequence[str] = ("flair",), target: str = "t2") -> None:
+        super().__init__(source, target)
+        alike = [c for c in CLOSEST_CONTRASTS[self.target] if c in self.source]
+        if not alike:
+            raise TaskNotSupportedError(
+                f"ClosestSource copies {' or '.join(CLOSEST_CONTRASTS[self.target])} for {self.target}; "
+                f"the sources are {self.source}"
+            )
+        self.copied = alike[0]
+
+    def _predict(self, subject: Subject) -> Volume:
+        return subject.volume_like(normalised(subject, self.copied))
 
 
 class IntensityLookup(SynthesisMethod):
-    """The mean training T2 for each bin of normalised T1 intensity.
+    """The mean training target for each bin of the normalised (single) source's intensity.
 
     A one-tissue, clustering-free ablation of BrainClustering: one table for the whole brain, rows
     at fixed intensity bins instead of matched micro clusters. Empty bins take the value linearly
@@ -78,7 +122,10 @@ class IntensityLookup(SynthesisMethod):
         bins: number of equal-width bins over the [0, 1] T1 scale.
     """
 
-    def __init__(self, bins: int = 256) -> None:
+    def __init__(self, bins: int = 256, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
+        super().__init__(source, target)
+        if len(self.source) != 1:
+            raise TaskNotSupportedError(f"IntensityLookup maps one source contrast, got {self.source}")
         if bins < 2:
             raise ValueError(f"bins must be at least 2, got {bins}")
         self.bins = bins
@@ -91,9 +138,9 @@ class IntensityLookup(SynthesisMethod):
         counts = np.zeros(self.bins)
         for subject in subjects:
             brain = subject.brain
-            bins = self._bin_of(normalised_t1(subject)[brain])
-            t2 = unit_scale(subject.t2.data, brain)[brain]
-            sums += np.bincount(bins, weights=t2, minlength=self.bins)
+            bins = self._bin_of(normalised(subject, self.contrasts.primary)[brain])
+            target = unit_scale(subject[self.target].data, brain)[brain]
+            sums += np.bincount(bins, weights=target, minlength=self.bins)
             counts += np.bincount(bins, minlength=self.bins)
         if not counts.any():
             raise ValueError("no training voxels: every training brain mask is empty")
@@ -104,9 +151,9 @@ class IntensityLookup(SynthesisMethod):
 
     def _predict(self, subject: Subject) -> Volume:
         brain = subject.brain
-        prediction = np.zeros(subject.t1.shape, dtype=np.float32)
-        prediction[brain] = self.table_[self._bin_of(normalised_t1(subject)[brain])]
-        return subject.t1.with_data(prediction)
+        prediction = np.zeros(subject.reference.shape, dtype=np.float32)
+        prediction[brain] = self.table_[self._bin_of(normalised(subject, self.contrasts.primary)[brain])]
+        return subject.volume_like(prediction)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"table": self.table_, "counts": self.counts_}

@@ -20,6 +20,24 @@ Two settings (see the README for the side-by-side table):
 Search mode builds, per query, a model from the ``w`` training patients whose preprocessed T1 is
 nearest in mean squared difference over the whole volume. Every patient's table rows and
 preprocessed T1 are cached by ``fit``, so a query never re-reads or re-clusters the training set.
+
+Any task (``source`` -> ``target``, T1 -> T2 by default): the first source plays the T1's part and
+the target the T2's. With one source the method is exactly the paper's, bit for bit.
+
+Several sources (``setting=paper`` only), e.g. T1, T1CE and FLAIR -> T2. A voxel's *combination* is
+its tissue in every source: the primary source's tissue (from the leveled clustering above) and each
+further source's tissue (``macro`` clusters of that source alone). Tissues are ordered by intensity,
+so a combination means the same in every patient: (T1 white matter, T1CE tissue 1, FLAIR brightest)
+is oedema that T1 alone cannot tell from white matter. Training, per patient and combination: the
+target tissue that overlaps the combination's voxels most is matched to it (many combinations may
+share one target tissue; with one source this step is the one-to-one Hungarian matching of tissues),
+then the primary's shades to that tissue's target shades by maximum overlap within the combination
+(Hungarian, as for one source); each matched pair adds a row (primary shade mean -> target shade
+mean) to the combination's table. Tables are also kept for every prefix of the combination (the
+first j sources), each merging its combinations' rows by eq. (1). Query: each voxel is looked up in
+the table of its full combination, or, where no training patient had that combination, of its
+longest prefix that one had, down to the primary tissue's table, which always exists. So the
+sources are given in order of trust: the last one is dropped first.
 """
 
 from __future__ import annotations
@@ -35,6 +53,7 @@ from clustering.kmeans import cluster_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.preprocessing import bounding_box, brain_mask, median_per_axial_slice, percentile_scale, unit_scale
+from datamodules.task import SynthesisTask
 from pipeline.contract import FitContext, SynthesisMethod
 
 MODES = ("train", "search")
@@ -63,12 +82,14 @@ def reference_t2(data: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A subject on the method's scales: T1 (and T2) in [0, 1], and which voxels take part."""
+    """A subject on the method's scales, in [0, 1]: the primary source (the T1's part), the further
+    sources and (training) the target; and which voxels take part."""
 
-    t1: np.ndarray
-    t2: np.ndarray | None
-    training_voxels: np.ndarray | None  # T1 and T2 foreground (training only)
+    primary: np.ndarray
+    target: np.ndarray | None
+    training_voxels: np.ndarray | None  # primary and target foreground (training only)
     query_voxels: np.ndarray
+    others: tuple[np.ndarray, ...] = ()
 
 
 # -- clustering and matching ---------------------------------------------------------------------
@@ -113,17 +134,32 @@ def match_labels(overlap: np.ndarray) -> np.ndarray:
     return matched
 
 
+ROW_FIELDS = ("tissue", "key", "value", "context")
+
+
 @dataclass(frozen=True)
 class TableRows:
-    """Rows one training patient adds to the tables: tissue, key (T1 mean), value (T2 mean)."""
+    """Rows one training patient adds to the tables: tissue (the primary source's), key (primary
+    shade mean), value (target shade mean) and, with several sources, ``context``: the further
+    sources' tissues, (rows, sources - 1)."""
 
     tissue: np.ndarray
     key: np.ndarray
     value: np.ndarray
+    context: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.context is None:
+            object.__setattr__(self, "context", np.zeros((self.tissue.size, 0), dtype=np.int64))
+
+    @property
+    def combination(self) -> np.ndarray:
+        """(rows, sources): the primary tissue, then the context."""
+        return np.column_stack([self.tissue, self.context]).astype(np.int64)
 
     @staticmethod
     def concatenate(parts: Sequence[TableRows]) -> TableRows:
-        return TableRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("tissue", "key", "value")))
+        return TableRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ROW_FIELDS))
 
 
 def patient_rows(t1: np.ndarray, t2: np.ndarray, macro: int, micro: int, skip_disjoint: bool) -> TableRows:
@@ -145,6 +181,43 @@ def patient_rows(t1: np.ndarray, t2: np.ndarray, macro: int, micro: int, skip_di
     return TableRows(np.array(tissues, dtype=np.int64), np.array(keys), np.array(values))
 
 
+def combination_codes(combination: np.ndarray, macro: int) -> np.ndarray:
+    """One integer per row of a (n, sources) array of tissue labels (mixed radix ``macro``)."""
+    return np.ravel_multi_index(tuple(combination.T), (macro,) * combination.shape[1])
+
+
+def multisource_patient_rows(
+    primary: np.ndarray, other_tissues: Sequence[np.ndarray], target: np.ndarray, macro: int, micro: int
+) -> TableRows:
+    """The table rows of one patient with several sources (see the module docstring): the primary
+    source's and the target's values of the same voxels, and the further sources' tissue labels."""
+    c1, c2 = leveled_clustering(primary, macro, micro), leveled_clustering(target, macro, micro)
+    combination = np.column_stack([c1.macro, *other_tissues]).astype(np.int64)
+    codes = combination_codes(combination, macro)
+    order = np.argsort(codes, kind="stable")
+    _, starts = np.unique(codes[order], return_index=True)
+    parts = []
+    for voxels in np.split(order, starts[1:]):
+        tissue, context = combination[voxels[0], 0], combination[voxels[0], 1:]
+        target_tissue = int(np.bincount(c2.macro[voxels], minlength=macro).argmax())
+        common = voxels[c2.macro[voxels] == target_tissue]
+        overlap = contingency(c1.micro[common], c2.micro[common], micro)
+        shades = np.arange(micro)
+        matched = match_labels(overlap)
+        filled = ~np.isnan(c1.means[tissue]) & ~np.isnan(c2.means[target_tissue, matched])
+        keep = (overlap[shades, matched] > 0) & filled
+        kept = shades[keep]
+        parts.append(
+            TableRows(
+                np.full(kept.size, tissue, dtype=np.int64),
+                c1.means[tissue, kept],
+                c2.means[target_tissue, matched[keep]],
+                np.tile(context, (kept.size, 1)),
+            )
+        )
+    return TableRows.concatenate(parts)
+
+
 # -- tables --------------------------------------------------------------------------------------
 
 
@@ -162,28 +235,33 @@ class Tables:
         return self.keys[rows], self.values[rows]
 
 
-def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
-    """Merge rows (in patient order) into per-tissue tables keyed by T1 mean.
+def merge_rows(key: np.ndarray, value: np.ndarray, absolute_update: bool) -> tuple[np.ndarray, ...]:
+    """Rows (in patient order) -> one sorted table: (keys, values, counts). A repeated key is
+    averaged by eq. (1), f <- f + (a2 - f) / n (the running mean), or with the reference's
+    f <- f + |a2 - f| / n."""
+    order = np.argsort(key, kind="stable")  # equal keys stay in patient order
+    key, value = key[order], value[order]
+    unique_keys, starts, counts = np.unique(key, return_index=True, return_counts=True)
+    merged = value[starts].copy()
+    for index in np.flatnonzero(counts > 1):  # repeats are rare: keys are exact per-patient means
+        f = value[starts[index]]
+        for n, a2 in enumerate(value[starts[index] + 1 : starts[index] + counts[index]], start=2):
+            f += (abs(a2 - f) if absolute_update else a2 - f) / n
+        merged[index] = f
+    return unique_keys, merged, counts
 
-    A repeated key is averaged by eq. (1), f <- f + (a2 - f) / n (the running mean), or with the
-    reference's f <- f + |a2 - f| / n. A tissue left without rows takes the rows of all tissues, so
-    no query voxel meets an empty table (the reference dereferences an empty map there).
+
+def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
+    """Merge rows (in patient order) into per-tissue tables keyed by the primary shade mean
+    (:func:`merge_rows`). A tissue left without rows takes the rows of all tissues, so no query
+    voxel meets an empty table (the reference dereferences an empty map there).
     """
     keys_out, values_out, counts_out, offsets = [], [], [], [0]
     for tissue in range(macro):
         selected = rows.tissue == tissue
         if not selected.any():
             selected = np.ones_like(selected)
-        key, value = rows.key[selected], rows.value[selected]
-        order = np.argsort(key, kind="stable")  # equal keys stay in patient order
-        key, value = key[order], value[order]
-        unique_keys, starts, counts = np.unique(key, return_index=True, return_counts=True)
-        merged = value[starts].copy()
-        for index in np.flatnonzero(counts > 1):  # repeats are rare: keys are exact per-patient means
-            f = value[starts[index]]
-            for n, a2 in enumerate(value[starts[index] + 1 : starts[index] + counts[index]], start=2):
-                f += (abs(a2 - f) if absolute_update else a2 - f) / n
-            merged[index] = f
+        unique_keys, merged, counts = merge_rows(rows.key[selected], rows.value[selected], absolute_update)
         keys_out.append(unique_keys)
         values_out.append(merged)
         counts_out.append(counts)
@@ -194,6 +272,50 @@ def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
         np.concatenate(counts_out),
         np.array(offsets, dtype=np.int64),
     )
+
+
+#: Multi-source tables: for each depth j = 1..sources (index j - 1), the tables of every
+#: combination prefix of length j seen in training, by its tuple of tissues: (keys, values).
+CombinationTables = list[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]]
+
+
+def build_combination_tables(rows: TableRows, macro: int, sources: int) -> CombinationTables:
+    """The tables of every combination prefix (module docstring), merged by eq. (1). Depth 1 is the
+    primary tissue's table, built as :func:`build_tables` builds it (one for every tissue)."""
+    per_tissue = build_tables(rows, macro, absolute_update=False)
+    levels: CombinationTables = [{(t,): per_tissue.table(t) for t in range(macro)}]
+    combination = rows.combination
+    for depth in range(2, sources + 1):
+        codes = combination_codes(combination[:, :depth], macro)
+        tables = {}
+        for code in np.unique(codes):
+            selected = codes == code
+            keys, values, _ = merge_rows(rows.key[selected], rows.value[selected], absolute_update=False)
+            tables[tuple(int(t) for t in combination[np.argmax(selected), :depth])] = (keys, values)
+        levels.append(tables)
+    return levels
+
+
+def look_up_combinations(
+    tables: CombinationTables, combination: np.ndarray, values: np.ndarray, macro: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each value looked up in the table of its longest combination prefix that has one: (result,
+    depth used per value, 1 meaning the primary tissue's table alone)."""
+    result = np.zeros(values.shape)
+    depth_used = np.zeros(values.shape, dtype=np.int64)
+    for depth in range(len(tables), 0, -1):
+        todo = np.flatnonzero(depth_used == 0)
+        if todo.size == 0:
+            break
+        codes = combination_codes(combination[todo, :depth], macro)
+        for code in np.unique(codes):
+            members = todo[codes == code]
+            prefix = tuple(int(t) for t in combination[members[0], :depth])
+            if prefix in tables[depth - 1]:
+                keys, table_values = tables[depth - 1][prefix]
+                result[members] = look_up(keys, table_values, values[members], through_origin=False)
+                depth_used[members] = depth
+    return result, depth_used
 
 
 def look_up(keys: np.ndarray, values: np.ndarray, x: np.ndarray, through_origin: bool) -> np.ndarray:
@@ -220,9 +342,10 @@ class BrainClustering(SynthesisMethod):
         w: number of neighbours in Search mode.
         macro: macro clusters (tissues), 3 to 6 as in the paper.
         micro: micro clusters per tissue (``paper``) or in total (``reference``, divisible by macro).
-        setting: ``paper`` or ``reference`` (see the module docstring).
+        setting: ``paper`` or ``reference`` (see the module docstring; ``reference`` is T1 -> T2 only).
         median_filter: whether the main output is the median-filtered image; both are always made
             (``predict_all``).
+        source, target: the task (module docstring); the first source plays the T1's part.
     """
 
     def __init__(
@@ -233,11 +356,16 @@ class BrainClustering(SynthesisMethod):
         micro: int = 100,
         setting: str = "paper",
         median_filter: bool = True,
+        source: Sequence[str] = ("t1",),
+        target: str = "t2",
     ) -> None:
+        super().__init__(source, target)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+        if setting == "reference" and self.contrasts != SynthesisTask():
+            raise ValueError(f"setting=reference is the authors' T1 -> T2 code; the task here is {self.contrasts}")
         if not 3 <= macro <= 6:
             raise ValueError(f"macro must be between 3 and 6 (the paper's range), got {macro}")
         if micro < 1:
@@ -255,62 +383,84 @@ class BrainClustering(SynthesisMethod):
     def micro_per_tissue(self) -> int:
         return self.micro // self.macro if self.setting == "reference" else self.micro
 
-    def prepare(self, subject: Subject, with_t2: bool) -> Prepared:
+    @property
+    def multisource(self) -> bool:
+        return len(self.source) > 1
+
+    def prepare(self, subject: Subject, with_target: bool) -> Prepared:
         """Put a subject on the method's scales (see the two settings)."""
+        primary_data = subject[self.contrasts.primary].data
         if self.setting == "reference":
-            t1 = reference_t1(subject.t1.data)
-            t2 = reference_t2(subject.t2.data) if with_t2 else None
-            training = (t1 > 0) & (t2 > 0) if with_t2 else None
-            return Prepared(t1, t2, training, t1 != 0)
+            primary = reference_t1(primary_data)
+            target = reference_t2(subject[self.target].data) if with_target else None
+            training = (primary > 0) & (target > 0) if with_target else None
+            return Prepared(primary, target, training, primary != 0)
         brain = subject.brain
-        t1 = percentile_scale(subject.t1.data, brain).astype(np.float64)
-        t2 = unit_scale(subject.t2.data, brain).astype(np.float64) if with_t2 else None
-        training = brain & brain_mask(subject.t2) if with_t2 else None
-        return Prepared(t1, t2, training, brain)
+        primary = percentile_scale(primary_data, brain).astype(np.float64)
+        others = tuple(percentile_scale(subject[c].data, brain) for c in self.source[1:])
+        target = unit_scale(subject[self.target].data, brain).astype(np.float64) if with_target else None
+        training = brain & brain_mask(subject[self.target]) if with_target else None
+        return Prepared(primary, target, training, brain, others)
+
+    def rows_of(self, prepared: Prepared) -> TableRows:
+        """One training patient's table rows (training steps 1-3)."""
+        voxels = prepared.training_voxels
+        if not self.multisource:
+            return patient_rows(
+                prepared.primary[voxels],
+                prepared.target[voxels],
+                self.macro,
+                self.micro_per_tissue,
+                skip_disjoint=self.setting == "paper",
+            )
+        other_tissues = [cluster_values(other[voxels], self.macro).labels for other in prepared.others]
+        return multisource_patient_rows(
+            prepared.primary[voxels], other_tissues, prepared.target[voxels], self.macro, self.micro_per_tissue
+        )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         rows, boxes, crops, shape = [], [], [], None
         for subject in subjects:
-            prepared = self.prepare(subject, with_t2=True)
+            prepared = self.prepare(subject, with_target=True)
             voxels = prepared.training_voxels
             if voxels.sum() < self.macro * self.micro_per_tissue:
                 raise ValueError(
                     f"case {subject.case_id}: too few brain voxels ({voxels.sum()}) for "
                     f"{self.macro} x {self.micro_per_tissue} clusters"
                 )
-            rows.append(
-                patient_rows(
-                    prepared.t1[voxels],
-                    prepared.t2[voxels],
-                    self.macro,
-                    self.micro_per_tissue,
-                    skip_disjoint=self.setting == "paper",
-                )
-            )
+            rows.append(self.rows_of(prepared))
             if self.mode == "search":
-                if shape is not None and prepared.t1.shape != shape:
+                if shape is not None and prepared.primary.shape != shape:
                     raise ValueError(
                         f"case {subject.case_id}: Search mode needs one volume shape, "
-                        f"got {prepared.t1.shape} and {shape}"
+                        f"got {prepared.primary.shape} and {shape}"
                     )
-                shape = prepared.t1.shape
-                box = bounding_box(prepared.t1)
+                shape = prepared.primary.shape
+                box = bounding_box(prepared.primary)
                 boxes.append([(s.start, s.stop) for s in box])
-                crops.append(prepared.t1[box].astype(np.float32))
+                crops.append(prepared.primary[box].astype(np.float32))
         if not rows:
             raise ValueError("BrainClustering needs at least one training patient")
         self.patient_rows_ = rows
-        self.tables_ = build_tables(TableRows.concatenate(rows), self.macro, self.setting == "reference")
+        self.tables_ = self.tables_from(rows)
         if self.mode == "search":
             self.search_shape_ = np.array(shape)
             self.search_boxes_ = np.array(boxes, dtype=np.int64)
             self.search_t1_ = crops
 
+    def tables_from(self, rows: Sequence[TableRows]) -> Tables | CombinationTables:
+        """The tables of a set of patients' rows: per tissue, or per combination with several sources."""
+        merged = TableRows.concatenate(rows)
+        if self.multisource:
+            return build_combination_tables(merged, self.macro, len(self.source))
+        return build_tables(merged, self.macro, self.setting == "reference")
+
     # -- search --------------------------------------------------------------------------------
 
     def distances(self, t1: np.ndarray) -> np.ndarray:
-        """Mean squared difference of a preprocessed query T1 to each training patient's, over the
-        whole volume, background included (training T1s are zero outside their cached box)."""
+        """Mean squared difference of a preprocessed query T1 (the primary source) to each training
+        patient's, over the whole volume, background included (training T1s are zero outside their
+        cached box)."""
         if tuple(t1.shape) != tuple(self.search_shape_):
             raise ValueError(
                 f"Search mode: query shape {t1.shape} differs from the training shape {tuple(self.search_shape_)}"
@@ -331,65 +481,78 @@ class BrainClustering(SynthesisMethod):
 
     # -- query ---------------------------------------------------------------------------------
 
-    def _tables_for(self, prepared: Prepared) -> Tables:
+    def _tables_for(self, prepared: Prepared) -> Tables | CombinationTables:
         if self.mode == "train":
             return self.tables_
-        chosen = TableRows.concatenate([self.patient_rows_[i] for i in self.neighbours(prepared.t1)])
-        return build_tables(chosen, self.macro, self.setting == "reference")
+        return self.tables_from([self.patient_rows_[i] for i in self.neighbours(prepared.primary)])
 
     def synthesise(self, subject: Subject) -> tuple[np.ndarray, np.ndarray]:
-        """(unfiltered, median-filtered) T2 arrays, float32, 0 outside the query voxels."""
+        """(unfiltered, median-filtered) target arrays, float32, 0 outside the query voxels."""
         self.check_fitted()
-        prepared = self.prepare(subject, with_t2=False)
+        prepared = self.prepare(subject, with_target=False)
         tables = self._tables_for(prepared)
-        values = prepared.t1[prepared.query_voxels]
+        query = prepared.query_voxels
+        values = prepared.primary[query]
         tissue = cluster_values(values, self.macro).labels
-        synthetic = np.zeros(values.shape)
-        for t in range(self.macro):
-            selected = tissue == t
-            keys, table_values = tables.table(t)
-            synthetic[selected] = look_up(keys, table_values, values[selected], self.setting == "reference")
-        unfiltered = np.zeros(prepared.t1.shape, dtype=np.float32)
-        unfiltered[prepared.query_voxels] = synthetic
-        return unfiltered, median_per_axial_slice(unfiltered, inside=prepared.query_voxels)
+        if self.multisource:
+            other_tissues = [cluster_values(other[query], self.macro).labels for other in prepared.others]
+            combination = np.column_stack([tissue, *other_tissues])
+            synthetic, _ = look_up_combinations(tables, combination, values, self.macro)
+        else:
+            synthetic = np.zeros(values.shape)
+            for t in range(self.macro):
+                selected = tissue == t
+                keys, table_values = tables.table(t)
+                synthetic[selected] = look_up(keys, table_values, values[selected], self.setting == "reference")
+        unfiltered = np.zeros(prepared.primary.shape, dtype=np.float32)
+        unfiltered[query] = synthetic
+        return unfiltered, median_per_axial_slice(unfiltered, inside=query)
 
     def _predict(self, subject: Subject) -> Volume:
         unfiltered, filtered = self.synthesise(subject)
-        return subject.t1.with_data(filtered if self.median_filter else unfiltered)
+        return subject.volume_like(filtered if self.median_filter else unfiltered)
 
     def predict_all(self, subject: Subject) -> dict[str, Volume]:
         unfiltered, filtered = self.synthesise(subject)
         main, other, other_name = (
             (filtered, unfiltered, "unfiltered") if self.median_filter else (unfiltered, filtered, "median")
         )
-        return {"": subject.t1.with_data(main), other_name: subject.t1.with_data(other)}
+        return {"": subject.volume_like(main), other_name: subject.volume_like(other)}
 
     # -- persistence ---------------------------------------------------------------------------
 
     def state(self) -> dict[str, np.ndarray]:
         counts = [len(r.key) for r in self.patient_rows_]
+        rows = TableRows.concatenate(self.patient_rows_)
         arrays = {
-            "table_keys": self.tables_.keys,
-            "table_values": self.tables_.values,
-            "table_counts": self.tables_.counts,
-            "table_offsets": self.tables_.offsets,
             "rows_per_patient": np.array(counts, dtype=np.int64),
-            **{f"rows_{f}": getattr(TableRows.concatenate(self.patient_rows_), f) for f in ("tissue", "key", "value")},
+            **{f"rows_{f}": getattr(rows, f) for f in ROW_FIELDS},
         }
+        if not self.multisource:  # with several sources the tables are rebuilt from the rows
+            tables = self.tables_
+            arrays |= {
+                "table_keys": tables.keys,
+                "table_values": tables.values,
+                "table_counts": tables.counts,
+                "table_offsets": tables.offsets,
+            }
         if self.mode == "search":
             arrays |= {"search_shape": self.search_shape_, "search_boxes": self.search_boxes_}
             arrays |= {f"search_t1_{i:05d}": crop for i, crop in enumerate(self.search_t1_)}
         return arrays
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.tables_ = Tables(
-            arrays["table_keys"], arrays["table_values"], arrays["table_counts"], arrays["table_offsets"]
-        )
         bounds = np.concatenate([[0], np.cumsum(arrays["rows_per_patient"])])
         self.patient_rows_ = [
-            TableRows(*(arrays[f"rows_{f}"][start:stop] for f in ("tissue", "key", "value")))
+            TableRows(*(arrays[f"rows_{f}"][start:stop] if f"rows_{f}" in arrays else None for f in ROW_FIELDS))
             for start, stop in itertools.pairwise(bounds)
         ]
+        if self.multisource:
+            self.tables_ = self.tables_from(self.patient_rows_)
+        else:
+            self.tables_ = Tables(
+                arrays["table_keys"], arrays["table_values"], arrays["table_counts"], arrays["table_offsets"]
+            )
         if self.mode == "search":
             self.search_shape_ = arrays["search_shape"]
             self.search_boxes_ = arrays["search_boxes"]

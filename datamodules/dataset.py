@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -21,19 +21,54 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Subject:
-    """One loaded, validated case. ``t2`` is None for a query without a real T2, ``segmentation`` is
-    None when the case has none (its tumour metrics are then n/a)."""
+    """One loaded, validated case: its volumes by contrast name (``t1``, ``t1ce``, ``t2``, ``flair``),
+    and its segmentation, or None when it has none (its tumour metrics are then n/a).
+
+    ``anchor`` is the contrast whose brain mask every method and metric uses and whose geometry
+    outputs take: a synthesis task's primary source (T1 for the paper's task), by default the first
+    volume given.
+    """
 
     case_id: str
-    t1: Volume
-    t2: Volume | None = None
+    volumes: dict[str, Volume]
     segmentation: Volume | None = None
-    other: dict[str, Volume] = field(default_factory=dict)
+    anchor: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.volumes:
+            raise ValueError(f"case {self.case_id}: a subject needs at least one volume")
+        self.anchor = self.anchor or next(iter(self.volumes))
+        if self.anchor not in self.volumes:
+            raise ValueError(f"case {self.case_id}: anchor {self.anchor} is not among {list(self.volumes)}")
+
+    def __getitem__(self, contrast: str) -> Volume:
+        if contrast not in self.volumes:
+            raise KeyError(f"case {self.case_id} was loaded without {contrast} (it has {list(self.volumes)})")
+        return self.volumes[contrast]
+
+    def get(self, contrast: str) -> Volume | None:
+        return self.volumes.get(contrast)
+
+    @property
+    def reference(self) -> Volume:
+        """The anchor volume: outputs take its affine and header."""
+        return self.volumes[self.anchor]
+
+    def volume_like(self, data: np.ndarray) -> Volume:
+        """``data`` as a volume with the subject's geometry (the anchor's affine and header)."""
+        return self.reference.with_data(data)
+
+    def replace(self, contrast: str, volume: Volume) -> Subject:
+        """A copy with ``contrast`` set to ``volume`` (e.g. a synthetic one), the brain mask kept."""
+        copy = Subject(self.case_id, {**self.volumes, contrast: volume}, self.segmentation, self.anchor)
+        if "brain" in self.__dict__:
+            copy.__dict__["brain"] = self.brain
+        return copy
 
     @cached_property
     def brain(self) -> np.ndarray:
-        """The brain mask, derived from the T1 (see :func:`datamodules.preprocessing.brain_mask`)."""
-        return brain_mask(self.t1)
+        """The brain mask, derived from the anchor (see :func:`datamodules.preprocessing.brain_mask`)."""
+        return brain_mask(self.reference)
 
     @property
     def tumour(self) -> np.ndarray | None:
@@ -140,7 +175,8 @@ class SynthesisDataset:
         return len(names)
 
     def load(self, case: Case, modalities: Sequence[str] = ("t1", "t2")) -> Subject:
-        """Load ``case``: the given modalities (each required) plus its segmentation when it has one.
+        """Load ``case``: the given modalities (each required; the first is the subject's anchor,
+        see :class:`Subject`) plus its segmentation when it has one.
 
         Raises:
             InvalidInputError: a modality is missing or bad, the volumes' shapes or affines differ,
@@ -151,12 +187,6 @@ class SynthesisDataset:
         check_same_geometry(volumes | ({"seg": segmentation} if segmentation else {}), case.case_id)
         if segmentation is not None:
             self.labels.validate(segmentation)
-        subject = Subject(
-            case_id=case.case_id,
-            t1=volumes.pop("t1"),
-            t2=volumes.pop("t2", None),
-            segmentation=segmentation,
-            other=volumes,
-        )
-        subject.brain  # noqa: B018 -- validate now: an all-background T1 fails here, naming its file
+        subject = Subject(case.case_id, volumes, segmentation)
+        subject.brain  # noqa: B018 -- validate now: an all-background anchor fails here, naming its file
         return subject

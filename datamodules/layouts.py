@@ -107,14 +107,16 @@ class _PerCaseFolderLayout(Layout):
     def matches(self, root: Path) -> bool:
         return any(self._is_case(folder) for folder, _ in self._case_folders(root))
 
+    def case_at(self, folder: Path, group: str | None = None) -> Case | None:
+        """The case whose files ``folder`` holds, or None when it holds none named so."""
+        if not self._is_case(folder):
+            return None
+        expected = {m: folder / f"{folder.name}{self.separator}{s}" for m, s in self.suffixes.items()}
+        return Case(case_id=folder.name, expected=expected, group=group)
+
     def find_cases(self, root: Path) -> list[Case]:
-        cases = []
-        for folder, group in self._case_folders(root):
-            if not self._is_case(folder):
-                continue
-            expected = {m: folder / f"{folder.name}{self.separator}{s}" for m, s in self.suffixes.items()}
-            cases.append(Case(case_id=folder.name, expected=expected, group=group))
-        return cases
+        found = (self.case_at(folder, group) for folder, group in self._case_folders(root))
+        return [case for case in found if case is not None]
 
 
 class BraTS2019Layout(_PerCaseFolderLayout):
@@ -180,6 +182,16 @@ def find_layout(root: str | Path) -> Layout | None:
         names = ", ".join(layout.name for layout in matching)
         raise InvalidInputError(root, f"ambiguous layout (matches {names}); set data.layout explicitly")
     return matching[0] if matching else None
+
+
+def find_case_folder(folder: str | Path) -> Case | None:
+    """The case of a single case's folder (``.../BraTS-GLI-00001-000/``) in a per-case layout, or
+    None when the folder is not one."""
+    folder = Path(folder)
+    for layout in LAYOUTS.values():
+        if isinstance(layout, _PerCaseFolderLayout) and (case := layout.case_at(folder)) is not None:
+            return case
+    return None
 
 
 def detect_layout(root: str | Path) -> Layout:

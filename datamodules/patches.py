@@ -1,8 +1,8 @@
 """Training data for the neural methods: decoded, normalised volumes cached on disk, and the TorchIO
 LightningDataModule that samples random patches from them.
 
-Each case is decoded and normalised once and written as ``.npy`` arrays (T1 and T2 in float16 on
-the network scale [-1, 1], brain and tumour masks in uint8), cropped to the brain's bounding box
+Each case is decoded and normalised once and written as ``.npy`` arrays (each contrast in float16
+on the network scale [-1, 1], brain and tumour masks in uint8), cropped to the brain's bounding box
 plus a margin. Workers then read patches' volumes from the page cache instead of decompressing
 ``.nii.gz`` files, and several patches are drawn from each loaded volume (TorchIO ``Queue``), so
 that loading keeps up with the GPU.
@@ -60,15 +60,18 @@ def kind_of(array: np.ndarray) -> str:
     return IMAGE if np.issubdtype(array.dtype, np.floating) else LABEL
 
 
-def network_inputs(subject: Subject) -> dict[str, np.ndarray]:
-    """The arrays a network trains on: T1 and (if present) T2 on the brain's percentile scale
-    (robust to bright outliers, see :func:`datamodules.preprocessing.percentile_scale`) mapped to
-    [-1, 1] with background -1, the brain mask, and the whole-tumour mask (empty without a
-    segmentation)."""
+def network_inputs(subject: Subject, contrasts: Sequence[str] = ("t1", "t2")) -> dict[str, np.ndarray]:
+    """The arrays a synthesis network trains on: each of ``contrasts`` the subject has (sources and,
+    when present, the target), each on its own brain percentile scale (robust to bright outliers,
+    see :func:`datamodules.preprocessing.percentile_scale`) mapped to [-1, 1] with background -1;
+    the brain mask; and the whole-tumour mask (empty without a segmentation)."""
     brain = subject.brain
-    arrays = {"t1": to_network_scale(percentile_scale(subject.t1.data, brain)), "brain": brain}
-    if subject.t2 is not None:
-        arrays["t2"] = to_network_scale(percentile_scale(subject.t2.data, brain))
+    arrays: dict[str, np.ndarray] = {
+        contrast: to_network_scale(percentile_scale(subject[contrast].data, brain))
+        for contrast in contrasts
+        if subject.get(contrast) is not None
+    }
+    arrays["brain"] = brain
     tumour = subject.tumour
     arrays["tumour"] = np.zeros(brain.shape, dtype=bool) if tumour is None else tumour & brain
     return arrays
@@ -77,16 +80,15 @@ def network_inputs(subject: Subject) -> dict[str, np.ndarray]:
 def segmentation_inputs(
     subject: Subject, label_values: Sequence[int], modalities: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """The arrays a segmenter trains on: each modality on the network scale (as the T1 of
+    """The arrays a segmenter trains on: each modality on the network scale (as in
     :func:`network_inputs`), the brain mask, and ``label``: the class index of each voxel (the
     position of its label in ``label_values``, whose first entry is the background 0)."""
     brain = subject.brain
-    volumes = {"t1": subject.t1, "t2": subject.t2, **subject.other}
     arrays: dict[str, np.ndarray] = {}
     for modality in modalities:
-        if volumes.get(modality) is None:
+        if subject.get(modality) is None:
             raise ValueError(f"{subject.case_id}: the segmenter needs {modality}")
-        arrays[modality] = to_network_scale(percentile_scale(volumes[modality].data, brain))
+        arrays[modality] = to_network_scale(percentile_scale(subject[modality].data, brain))
     arrays["brain"] = brain
     if subject.segmentation is not None:
         lookup = np.zeros(max(label_values) + 1, dtype=np.uint8)
@@ -114,8 +116,9 @@ class CachedCase:
 
 def _digest(subject: Subject, margin: int, min_shape: Sequence[int], purpose: str) -> str:
     hasher = hashlib.blake2b(digest_size=12)
-    hasher.update(json.dumps([CACHE_VERSION, subject.case_id, margin, list(min_shape), purpose]).encode())
-    for volume in (subject.t1, subject.t2, subject.segmentation, *subject.other.values()):
+    header = [CACHE_VERSION, subject.case_id, subject.anchor, margin, list(min_shape), purpose]
+    hasher.update(json.dumps(header).encode())
+    for volume in (*subject.volumes.values(), subject.segmentation):
         if volume is not None:
             hasher.update(np.ascontiguousarray(volume.data).view(np.uint8).ravel())
             hasher.update(np.ascontiguousarray(volume.affine, dtype=np.float64).tobytes())
@@ -153,7 +156,7 @@ def cache_case(
         return CachedCase(subject.case_id, folder)
     arrays = inputs(subject)
     box, padding = crop_box(arrays["brain"], margin, min_shape)
-    affine = subject.t1.affine.copy()
+    affine = subject.reference.affine.copy()
     start = np.array([axis_box.start - before for axis_box, (before, _) in zip(box, padding, strict=True)], float)
     affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
     root.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from datamodules.atomic import atomic_write
+from datamodules.task import SynthesisTask
 from evaluation.scoring import LOWER_IS_BETTER, METRICS, format_value, summarise
 from evaluation.segmentation_metrics import HIGHER_IS_BETTER, SEGMENTATION_METRICS
 
 ROLE_ORDER = ("test", "no_ground_truth", "validation")
 SEGMENTATION_REPORTED = ("dice_mean", "dice_WT", "dice_TC", "dice_ET", "hd95_mean", "hd95_WT", "dice_change_mean")
-REAL_T2 = "real_t2"
+#: Segmentation rows of the real contrast (``real_t2``; see :func:`evaluation.segmentation.real_label`).
+REAL_PREFIX = "real_"
 
 
 def method_label(method: str, run_name: str, several_runs: bool) -> str:
@@ -88,6 +90,12 @@ def find_runs(folders: Sequence[Path]) -> list[Path]:
     return list(dict.fromkeys(runs))
 
 
+def run_task(run: Path) -> SynthesisTask:
+    """The task a run's ``summary.json`` records (runs made before tasks existed did T1 -> T2)."""
+    task = json.loads((run / "summary.json").read_text()).get("task")
+    return SynthesisTask.of(task["source"], task["target"]) if task else SynthesisTask()
+
+
 @dataclass
 class Study:
     """Per-case rows of image metrics and of segmentation metrics, by method label."""
@@ -95,7 +103,19 @@ class Study:
     image_rows: list[dict[str, Any]] = field(default_factory=list)
     segmentation_rows: list[dict[str, Any]] = field(default_factory=list)
     runs: list[Path] = field(default_factory=list)
-    case_files: dict[str, dict[str, Path]] = field(default_factory=dict)  # label -> case -> T2 file
+    case_files: dict[str, dict[str, Path]] = field(default_factory=dict)  # label -> case -> prediction file
+    tasks: list[SynthesisTask] = field(default_factory=list)  # of the runs, each once
+
+    @property
+    def title(self) -> str:
+        """The task(s) the runs did, e.g. ``t1+t1ce+flair -> t2``."""
+        return "; ".join(map(str, self.tasks)) or str(SynthesisTask())
+
+    @property
+    def target(self) -> str:
+        """The target contrast of the runs' task (T2 when they differ)."""
+        targets = {task.target for task in self.tasks}
+        return targets.pop() if len(targets) == 1 else "t2"
 
     @property
     def methods(self) -> list[str]:
@@ -109,6 +129,9 @@ def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = 
     several = len(study.runs) > 1
     seen: set[tuple[str, str, str]] = set()
     for run in study.runs:
+        task = run_task(run)
+        if task not in study.tasks:
+            study.tasks.append(task)
         for row in read_csv(run / "metrics.csv"):
             label = label_in_run(row["method"], run, several)
             if (label, row["role"], row["case_id"]) in seen:
@@ -140,7 +163,7 @@ def best_on_validation(summary: list[dict[str, Any]], metrics: Sequence[str]) ->
         candidates = [
             (entry[metric]["mean"], method)
             for method, entry in by_role.get(selection_role, {}).items()
-            if method != REAL_T2 and entry.get(metric) and entry[metric]["mean"] is not None
+            if not method.startswith(REAL_PREFIX) and entry.get(metric) and entry[metric]["mean"] is not None
         ]
         if not candidates:
             continue
@@ -189,10 +212,16 @@ def box_plots(rows: Sequence[dict[str, Any]], metrics: Sequence[str], role: str,
 
 
 def gallery(
-    t1: np.ndarray, real: np.ndarray, segmentation: np.ndarray | None, synthetic: dict[str, np.ndarray], path: Path
+    sources: dict[str, np.ndarray],
+    real: np.ndarray,
+    brain: np.ndarray,
+    segmentation: np.ndarray | None,
+    synthetic: dict[str, np.ndarray],
+    path: Path,
+    target: str = "t2",
 ) -> Path:
-    """The paper's Figure 4: the mid axial slice of T1, real T2 and each method's T2, with the
-    tumour outline (segmentation > 0) drawn on every panel."""
+    """The paper's Figure 4: the mid axial slice of the sources, the real target and each method's
+    target, with the tumour outline (segmentation > 0) drawn on every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,13 +229,13 @@ def gallery(
 
     from datamodules.preprocessing import percentile_scale
 
-    brain = t1 != t1[0, 0, 0]
     z = (
         int(np.argmax(segmentation.sum(axis=(0, 1))))
         if segmentation is not None and segmentation.any()
-        else t1.shape[2] // 2
+        else brain.shape[2] // 2
     )
-    panels = {"T1": percentile_scale(t1, brain), "real T2": percentile_scale(real, brain)}
+    panels = {name.upper(): percentile_scale(volume, brain) for name, volume in sources.items()}
+    panels[f"real {target.upper()}"] = percentile_scale(real, brain)
     panels.update({name: np.clip(volume, 0, 1) for name, volume in synthetic.items()})
     columns = min(len(panels), 5)
     rows = int(np.ceil(len(panels) / columns))
@@ -317,7 +346,8 @@ class Document:
 
 def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | None = None) -> Document:
     """Tables, figures and the best model per metric; figures are written under ``output/figures``."""
-    document = Document("MRI contrast synthesis: T1 → T2 study report")
+    target = study.target.upper()
+    document = Document(f"MRI contrast synthesis: {study.title.replace('->', '→')} study report")
     document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run) for run in study.runs))
     image_summary = summarise(study.image_rows, metrics=list(METRICS))
     for role in roles_in(study.image_rows):
@@ -336,10 +366,11 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
     if study.segmentation_rows:
         segmentation_summary = summarise(study.segmentation_rows, metrics=[*SEGMENTATION_METRICS, "dice_change_mean"])
         for role in roles_in(study.segmentation_rows):
-            document.heading(f"Segmentation with each T2, {role} (mean ± sd over cases)")
+            document.heading(f"Segmentation with each {target}, {role} (mean ± sd over cases)")
             document.paragraph(
-                "Dice and HD95 (mm) per region; dice_change_mean is the change against the real-T2 segmentation "
-                "(the paper's Table 2; for cases without ground truth the real-T2 segmentation is the reference)."
+                f"Dice and HD95 (mm) per region; dice_change_mean is the change against the real-{target} "
+                f"segmentation (the paper's Table 2; for cases without ground truth the real-{target} "
+                "segmentation is the reference)."
             )
             document.table(
                 ["method", "n", *SEGMENTATION_REPORTED],
@@ -357,9 +388,11 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
             document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
 
     if gallery_volumes:
-        path = gallery(**gallery_volumes, path=figures / "gallery.png")
+        path = gallery(**gallery_volumes, path=figures / "gallery.png", target=study.target)
         document.image(
-            path, "Mid-slices: T1, real T2 and each family's best T2, tumour outlined (the paper's Figure 4)"
+            path,
+            f"Mid-slices: the sources, real {target} and each family's best {target}, tumour outlined "
+            "(the paper's Figure 4)",
         )
     return document
 

@@ -1,4 +1,4 @@
-"""Score synthetic T2 volumes against a subject's real T2, and aggregate the scores."""
+"""Score synthetic volumes against a subject's real contrast, and aggregate the scores."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LOWER_IS_BETTER = {m: not m.startswith(("psnr", "ssim")) for m in METRICS}
 REGIONS = ("brain", "union")
 
 
-#: Limits of a plausible synthetic image on the unit T2 scale ([0, 1], background 0).
+#: Limits of a plausible synthetic image on the unit scale ([0, 1], background 0).
 UNIT_SCALE_LIMITS = (-0.5, 1.5)
 #: A prediction is degenerate when one value covers more than this share of the brain.
 CONSTANT_SHARE = 0.9
@@ -52,48 +52,53 @@ def degeneracy(prediction: np.ndarray, brain: np.ndarray) -> str:
     return ""
 
 
-def score_prediction(prediction: Volume, subject: Subject, region: str = "brain") -> dict[str, float | None]:
-    """All image metrics of one synthetic T2 against ``subject.t2``.
+def score_prediction(
+    prediction: Volume, subject: Subject, target: str = "t2", region: str = "brain"
+) -> dict[str, float | None]:
+    """All image metrics of one synthetic contrast against the subject's real ``target``.
 
     Args:
-        prediction: the synthetic T2, with the subject's geometry.
-        subject: needs ``t1`` (for the brain mask), ``t2`` and, for tumour metrics, ``segmentation``.
-        region: ``brain`` (the T1's brain mask, the project's default) or ``union`` (the reference
-            code's union of the two images' foregrounds, for parity with the paper's numbers).
+        prediction: the synthetic volume, with the subject's geometry.
+        subject: its anchor gives the brain mask (the primary source: T1 for the paper's task); it
+            needs ``target`` and, for tumour metrics, its segmentation.
+        target: the contrast the prediction stands for.
+        region: ``brain`` (the anchor's brain mask, the project's default) or ``union`` (the
+            reference code's union of the two images' foregrounds, for parity with the paper's numbers).
 
     Returns:
         metric name -> value; tumour metrics are None without a segmentation (n/a).
 
     The three MSE forms differ only in how each image is put on [0, 1]: ``mse`` compares the
-    prediction as the method made it (the unit T2 scale) with the real T2's brain min-max;
+    prediction as the method made it (the unit scale) with the real volume's brain min-max;
     ``scaled_mse`` min-maxes both images; ``pct_mse`` (primary) clips both to their own 0.5/99.5
     brain percentiles first. MAE, PSNR and SSIM use the percentile scale with data range 1.
     """
-    if subject.t2 is None:
-        raise ValueError(f"case {subject.case_id}: no real T2 to score against")
-    if prediction.shape != subject.t2.shape:
+    real_volume, shown = subject.get(target), target.upper()
+    if real_volume is None:
+        raise ValueError(f"case {subject.case_id}: no real {shown} to score against")
+    if prediction.shape != real_volume.shape:
         raise InvalidInputError(
             prediction.name,
-            f"shape {prediction.shape} differs from the real T2's {subject.t2.shape} (case {subject.case_id})",
+            f"shape {prediction.shape} differs from the real {shown}'s {real_volume.shape} (case {subject.case_id})",
         )
-    if not np.allclose(prediction.affine, subject.t2.affine, atol=1e-3):
+    if not np.allclose(prediction.affine, real_volume.affine, atol=1e-3):
         ours, theirs = (
-            np.array2string(a[:3], precision=3, separator=",") for a in (prediction.affine, subject.t2.affine)
+            np.array2string(a[:3], precision=3, separator=",") for a in (prediction.affine, real_volume.affine)
         )
         raise InvalidInputError(
             prediction.name,
-            f"affine {ours} differs from the real T2's {theirs} (case {subject.case_id})".replace("\n", ""),
+            f"affine {ours} differs from the real {shown}'s {theirs} (case {subject.case_id})".replace("\n", ""),
         )
     if region not in REGIONS:
         raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
     brain = subject.brain
     if region == "union":
         predicted = prediction.data
-        brain = brain_mask(subject.t2) | (predicted > predicted.min())
+        brain = brain_mask(real_volume) | (predicted > predicted.min())
     tumour = subject.tumour
     tumour = np.zeros_like(brain) if tumour is None else tumour
     has_tumour = subject.segmentation is not None
-    real, predicted = subject.t2.data, prediction.data.astype(np.float32)
+    real, predicted = real_volume.data, prediction.data.astype(np.float32)
 
     scores: dict[str, float | None] = {}
     real_unit = unit_scale(real, brain)

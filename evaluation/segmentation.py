@@ -1,15 +1,15 @@
-"""Segmentation-based evaluation (evaluation protocol, section 2): is the synthetic T2 useful?
+"""Segmentation-based evaluation (evaluation protocol, section 2): is the synthetic contrast useful?
 
-Every case is segmented with its real T2 and with each method's synthetic T2 (T1, T1CE and FLAIR
-real both times), by a trained segmenter (``python train.py model=segmenter``) or by an external
-command. Each segmentation is compared with the ground truth, or, for a case without one, with the
-segmentation made with the real T2. Per case, the change against the real-T2 run is recorded as the
-paper's Table 2 does: method Dice - real-T2 Dice, and real-T2 HD95 - method HD95 (positive = better).
+Every case is segmented with its real target contrast (T2 in the paper) and with each method's
+synthetic one (the other three contrasts real both times), by a trained segmenter
+(``python train.py model=segmenter``) or by an external command. Each segmentation is compared with
+the ground truth, or, for a case without one, with the segmentation made with the real contrast. Per
+case, the change against the real-contrast run is recorded as the paper's Table 2 does: method Dice -
+real Dice, and real HD95 - method HD95 (positive = better).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import subprocess
 import tempfile
@@ -23,8 +23,12 @@ from datamodules.progress import track
 from evaluation.report import label_in_run
 from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
 
-REAL_T2 = "real_t2"
 MODALITIES = ("t1", "t1ce", "t2", "flair")
+
+
+def real_label(target: str) -> str:
+    """The method name of the segmentation made with the real target contrast (``real_t2``)."""
+    return f"real_{target}"
 
 
 class Segmenter(Protocol):
@@ -49,9 +53,8 @@ class CommandSegmenter:
         self.template = template
 
     def predict(self, subject: Subject) -> Volume:
-        volumes = {"t1": subject.t1, "t2": subject.t2, **subject.other}
         with tempfile.TemporaryDirectory(prefix="segment-") as folder:
-            files = {m: save_volume(volumes[m], Path(folder) / f"{m}.nii.gz") for m in MODALITIES}
+            files = {m: save_volume(subject[m], Path(folder) / f"{m}.nii.gz") for m in MODALITIES}
             output = Path(folder) / "segmentation.nii.gz"
             command = [part.format(**files, output=output) for part in shlex.split(self.template)]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -61,11 +64,11 @@ class CommandSegmenter:
                     f"{' '.join(command)}\n{result.stderr[-2000:]}"
                 )
             labels = load_volume(output, label_map=True)
-            return subject.t1.with_data(labels.data.astype("int16"))
+            return subject.volume_like(labels.data.astype("int16"))
 
 
 def changes(scores: Mapping[str, float], real: Mapping[str, float]) -> dict[str, float]:
-    """The paper's Table 2 entries: Dice gained and HD95 reduced against the real-T2 run."""
+    """The paper's Table 2 entries: Dice gained and HD95 reduced against the real-contrast run."""
     result = {}
     for region in (*REGION_NAMES, "mean"):
         result[f"dice_change_{region}"] = scores[f"dice_{region}"] - real[f"dice_{region}"]
@@ -73,45 +76,53 @@ def changes(scores: Mapping[str, float], real: Mapping[str, float]) -> dict[str,
     return result
 
 
-def evaluate_synthetic_t2(
+def evaluate_synthetic(
     segmenter: Segmenter,
     dataset: SynthesisDataset,
     predictions: Mapping[str, Mapping[str, Path]],
+    target: str = "t2",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Segment every case that has a synthetic T2, with the real and with each synthetic T2.
+    """Segment every case that has a synthetic ``target``, with the real and with each synthetic one.
 
     Args:
         segmenter: a trained segmenter (or :class:`CommandSegmenter`).
         dataset: the data set the predictions were made for (its four contrasts and segmentations).
-        predictions: method -> case id -> synthetic T2 file.
+        predictions: method -> case id -> synthetic file.
+        target: the contrast the predictions replace.
 
     Returns:
-        One row per (method, case), the real T2 included as method ``real_t2`` for cases with a
-        ground truth: role, case id, ``reference`` (``ground_truth`` or ``real_t2``), Dice and HD95
-        per region and their means, and (synthetic T2s) the changes against the real-T2 run.
+        One row per (method, case), the real contrast included as method ``real_<target>`` for cases
+        with a ground truth: role, case id, ``reference`` (``ground_truth`` or ``real_<target>``),
+        Dice and HD95 per region and their means, and (synthetic contrasts) the changes against the
+        real-contrast run.
     """
+    if target not in MODALITIES:
+        raise ValueError(f"target must be one of {MODALITIES}, got {target!r}")
+    real_name = real_label(target)
     role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
     case_ids = sorted({case_id for files in predictions.values() for case_id in files})
     rows: list[dict[str, Any]] = []
     cases = track(case_ids, f"Segmenting {len(case_ids)} case(s)") if progress else case_ids
+    # The target last, so that the brain mask (the anchor's) never comes from a replaced contrast.
+    order = [*(m for m in MODALITIES if m != target), target]
     for case_id in cases:
-        subject = dataset.load(dataset.cases[case_id], MODALITIES)
+        subject = dataset.load(dataset.cases[case_id], order)
         real = segmenter.predict(subject)
         ground_truth = subject.segmentation
         reference = (ground_truth or real).data
         common = {"role": role_of.get(case_id, "unassigned"), "case_id": case_id}
-        common["reference"] = "ground_truth" if ground_truth is not None else REAL_T2
-        spacing = subject.t1.spacing
+        common["reference"] = "ground_truth" if ground_truth is not None else real_name
+        spacing = subject.reference.spacing
         real_scores = score_segmentation(real.data, reference, dataset.labels, spacing)
         if ground_truth is not None:
-            rows.append({"method": REAL_T2, **common, **real_scores})
+            rows.append({"method": real_name, **common, **real_scores})
         for method, files in predictions.items():
             if case_id not in files:
                 continue
             synthetic = load_volume(files[case_id])
-            check_same_geometry({"t1": subject.t1, "synthetic t2": synthetic}, case_id)
-            segmentation = segmenter.predict(dataclasses.replace(subject, t2=synthetic))
+            check_same_geometry({subject.anchor: subject.reference, f"synthetic {target}": synthetic}, case_id)
+            segmentation = segmenter.predict(subject.replace(target, synthetic))
             scores = score_segmentation(segmentation.data, reference, dataset.labels, spacing)
             rows.append({"method": method, **common, **scores, **changes(scores, real_scores)})
     return rows

@@ -129,10 +129,12 @@ def infer(
 
 def synthesise(
     generator: nn.Module,
-    t1: np.ndarray,
+    sources: np.ndarray,
     spatial_dims: int,
     settings: InferenceSettings,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """The generator's output for a (X, Y, Z) T1 on the network scale [-1, 1]; same shape, float32."""
-    return infer(generator, t1[None], spatial_dims, settings, device)[0]
+    """The generator's output for the source contrasts on the network scale [-1, 1]: (C, X, Y, Z),
+    or one (X, Y, Z) volume; returns (X, Y, Z) float32."""
+    volume = sources[None] if sources.ndim == 3 else sources
+    return infer(generator, volume, spatial_dims, settings, device)[0]

@@ -9,6 +9,7 @@ image panels) and, while training, ``cache/`` (the decoded volumes; see :mod:`da
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import torch
 
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.patches import from_network_scale, network_inputs, to_network_scale
-from datamodules.preprocessing import bounding_box, median_per_axial_slice, percentile_scale
+from datamodules.patches import from_network_scale, network_inputs
+from datamodules.preprocessing import bounding_box, median_per_axial_slice
 from lightning_modules.inference import synthesise
 from lightning_modules.pix2pix import Pix2Pix
 from lightning_modules.training import BRAIN_MARGIN, LightningSettings, build_network, plain, prepare_data, train
@@ -48,6 +49,8 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             (``auto``: a GPU when there is one).
         checkpoint_every, validate_every: in iterations.
         seed: seeds Python, NumPy and torch before training.
+        source, target: the task: one generator input channel per source (each on its own brain
+            percentile scale), the discriminator judging (sources..., target).
     """
 
     def __init__(
@@ -69,7 +72,10 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         checkpoint_every: int = 1000,
         validate_every: int = 1000,
         seed: int = 0,
+        source: Sequence[str] = ("t1",),
+        target: str = "t2",
     ) -> None:
+        super().__init__(source, target)
         self.generator = plain(generator)
         self.discriminator = plain(discriminator)
         self.spatial_dims = spatial_dims
@@ -92,8 +98,10 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             self.system()
 
     def build(self, network: str) -> torch.nn.Module:
-        """The generator or the discriminator, from its config, with freshly drawn initial weights."""
-        return build_network(getattr(self, network), spatial_dims=self.spatial_dims)
+        """The generator or the discriminator, from its config, with freshly drawn initial weights and
+        an input channel per source (and the target, for the discriminator)."""
+        channels = len(self.source) + (network == "discriminator")
+        return build_network(getattr(self, network), spatial_dims=self.spatial_dims, in_channels=channels)
 
     @property
     def iterations(self) -> int:
@@ -116,13 +124,15 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             constant_iterations=self.constant_iterations,
             decay_iterations=self.decay_iterations,
             inference=self.inference_settings,
+            sources=self.source,
+            target=self.target,
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "pix2pix"
-        data = prepare_data(
-            subjects, context.validation, workdir, self.data, self.spatial_dims, network_inputs, "pix2pix"
-        )
+        inputs = functools.partial(network_inputs, contrasts=self.training_modalities)
+        purpose = f"pix2pix {self.contrasts}"
+        data = prepare_data(subjects, context.validation, workdir, self.data, self.spatial_dims, inputs, purpose)
         system = train(
             self.system,
             data,
@@ -140,12 +150,13 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
     # -- inference -------------------------------------------------------------------------------
 
     def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
-        """The generator's T2 on the unit scale, 0 outside the brain."""
+        """The generator's target on the unit scale, 0 outside the brain."""
         brain = subject.brain
         box = bounding_box(brain, BRAIN_MARGIN)
-        t1 = to_network_scale(percentile_scale(subject.t1.data, brain))[box]
+        arrays = network_inputs(subject, self.source)
+        sources = np.stack([arrays[contrast][box] for contrast in self.source])
         self.generator_.to(self.device)
-        output = synthesise(self.generator_, t1, self.spatial_dims, self.inference_settings, self.device)
+        output = synthesise(self.generator_, sources, self.spatial_dims, self.inference_settings, self.device)
         synthetic = np.zeros(brain.shape, dtype=np.float32)
         synthetic[box] = from_network_scale(output)
         synthetic[~brain] = 0  # the reference reset the background from the T1 too
@@ -158,10 +169,10 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         self.check_fitted()
         synthetic = self.synthesise_unfiltered(subject)
         if not self.inference_settings.median_filter:
-            return {"": subject.t1.with_data(synthetic)}
+            return {"": subject.volume_like(synthetic)}
         return {
-            "": subject.t1.with_data(median_per_axial_slice(synthetic, inside=subject.brain)),
-            "unfiltered": subject.t1.with_data(synthetic),
+            "": subject.volume_like(median_per_axial_slice(synthetic, inside=subject.brain)),
+            "unfiltered": subject.volume_like(synthetic),
         }
 
     # -- persistence -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Pix2Pix (Isola et al., 2017) as the paper trains it: a conditional GAN from T1 to T2 with a
-brain-masked L1 and a tumour-weighted MSE (paper section 3, eqs. (2)-(4))."""
+"""Pix2Pix (Isola et al., 2017) as the paper trains it: a conditional GAN from T1 to T2 (or from any
+source contrasts, one input channel each, to a target) with a brain-masked L1 and a tumour-weighted
+MSE (paper section 3, eqs. (2)-(4))."""
 
 from __future__ import annotations
 
@@ -39,20 +40,25 @@ def linear_decay(constant_iterations: int, decay_iterations: int):
 
 
 class Pix2Pix(pl.LightningModule):
-    """A generator G (T1 -> T2) and a PatchGAN discriminator D on (T1, T2) pairs, trained with manual
-    optimisation: per batch, one D step then one G step (D frozen), as the reference.
+    """A generator G (sources -> target, T1 -> T2 in the paper) and a PatchGAN discriminator D on
+    (sources..., target) channels, trained with manual optimisation: per batch, one D step then one
+    G step (D frozen), as the reference. A batch holds one (N, 1, *S) tensor per contrast, by name;
+    the sources are stacked as channels in the order given.
 
     G's loss = GAN + ``lambda_l1`` * L1 over the target's brain voxels + ``gamma_tumour`` * MSE over
     the tumour voxels. The tumour term (``tumour_loss``):
 
     - ``masked_output`` (default, the reference code): sum (T G(x) - T y)^2 / sum T;
     - ``masked_input`` (the paper's eq. (4) as written): sum (T y - G(T x))^2 / sum T, a second
-      generator pass on the tumour-masked T1 (voxels outside the tumour set to 0).
+      generator pass on the tumour-masked sources (voxels outside the tumour set to 0).
 
-    ``forward`` is inference only: (N, 1, *S) T1 on the network scale -> T2 on the network scale.
+    ``forward`` is inference only: (N, sources, *S) on the network scale -> the target on the
+    network scale.
 
     Args:
-        generator, discriminator: the networks (:mod:`lightning_modules.networks`).
+        generator, discriminator: the networks (:mod:`lightning_modules.networks`), with
+            ``len(sources)`` and ``len(sources) + 1`` input channels.
+        sources, target: the contrasts' names in the batch.
         spatial_dims: 2 or 3, as the networks.
         lambda_l1, gamma_tumour: the loss weights (the config's top-level ``lambda`` and ``gamma``).
         gan_mode: ``vanilla`` (the reference), ``lsgan`` or ``hinge``.
@@ -75,6 +81,8 @@ class Pix2Pix(pl.LightningModule):
         constant_iterations: int = 50_000,
         decay_iterations: int = 50_000,
         inference: InferenceSettings | None = None,
+        sources: Sequence[str] = ("t1",),
+        target: str = "t2",
     ) -> None:
         super().__init__()
         if gan_mode not in GAN_MODES:
@@ -89,12 +97,17 @@ class Pix2Pix(pl.LightningModule):
         self.discriminator = discriminator
         self.spatial_dims = spatial_dims
         self.inference = inference or InferenceSettings()
+        self.sources, self.target = list(sources), target
 
     #: Logged values shown in the training progress.
     progress_metrics = ("train/g_total", "train/g_l1_brain", "train/d_loss")
 
-    def forward(self, t1: torch.Tensor) -> torch.Tensor:
-        return self.generator(t1)
+    def forward(self, sources: torch.Tensor) -> torch.Tensor:
+        return self.generator(sources)
+
+    def source_channels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, sources, *S): the batch's source contrasts stacked in order."""
+        return torch.cat([batch[contrast] for contrast in self.sources], 1)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -109,17 +122,16 @@ class Pix2Pix(pl.LightningModule):
     def generator_losses(self, batch: dict[str, torch.Tensor], fake: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each term of G's loss, unweighted, and the weighted ``total``."""
         hp = self.hparams
-        t1, t2, tumour = batch["t1"], batch["t2"], batch["tumour"]
+        sources, real, tumour = self.source_channels(batch), batch[self.target], batch["tumour"]
         terms = {
-            "adversarial": generator_adversarial_loss(self.discriminator(torch.cat([t1, fake], 1)), hp.gan_mode),
-            "l1_brain": masked_l1(fake, t2, batch["brain"]),
+            "adversarial": generator_adversarial_loss(self.discriminator(torch.cat([sources, fake], 1)), hp.gan_mode),
+            "l1_brain": masked_l1(fake, real, batch["brain"]),
         }
         if hp.tumour_loss == "masked_output":
-            terms["mse_tumour"] = masked_mse(fake, t2, tumour)
+            terms["mse_tumour"] = masked_mse(fake, real, tumour)
         elif hp.gamma_tumour > 0 and tumour.any():
-            masked_t1 = t1 * tumour
-            fake_on_tumour = self.generator(masked_t1)
-            terms["mse_tumour"] = (fake_on_tumour - t2 * tumour).square().sum() / tumour.sum()
+            fake_on_tumour = self.generator(sources * tumour)
+            terms["mse_tumour"] = (fake_on_tumour - real * tumour).square().sum() / tumour.sum()
         else:
             terms["mse_tumour"] = fake.sum() * 0
         terms["total"] = terms["adversarial"] + hp.lambda_l1 * terms["l1_brain"] + hp.gamma_tumour * terms["mse_tumour"]
@@ -127,12 +139,12 @@ class Pix2Pix(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:
         generator_optimiser, discriminator_optimiser = self.optimizers()
-        t1, t2 = batch["t1"], batch["t2"]
-        fake = self.generator(t1)
+        sources, real = self.source_channels(batch), batch[self.target]
+        fake = self.generator(sources)
 
         # Discriminator step on a real and a synthetic pair.
-        real_logits = self.discriminator(torch.cat([t1, t2], 1))
-        fake_logits = self.discriminator(torch.cat([t1, fake.detach()], 1))
+        real_logits = self.discriminator(torch.cat([sources, real], 1))
+        fake_logits = self.discriminator(torch.cat([sources, fake.detach()], 1))
         loss_d = discriminator_loss(real_logits, fake_logits, self.hparams.gan_mode)
         discriminator_optimiser.zero_grad(set_to_none=True)
         self.manual_backward(loss_d)
@@ -151,7 +163,7 @@ class Pix2Pix(pl.LightningModule):
         logged = {f"train/g_{name}": value.detach() for name, value in terms.items()}
         logged["train/d_loss"] = loss_d.detach()
         logged["train/lr"] = torch.tensor(generator_optimiser.param_groups[0]["lr"])
-        self.log_dict(logged, batch_size=t1.shape[0])
+        self.log_dict(logged, batch_size=sources.shape[0])
 
     def on_train_epoch_start(self) -> None:
         sampler = getattr(self.trainer.datamodule, "subject_sampler", None)
@@ -159,10 +171,12 @@ class Pix2Pix(pl.LightningModule):
             sampler.set_epoch(self.current_epoch)
 
     def validation_step(self, batch: dict[str, Any], batch_index: int) -> None:
-        t1 = batch["t1"][0, 0].cpu().numpy()
-        real = from_network_scale(batch["t2"][0, 0].cpu().numpy())
+        sources = self.source_channels(batch)[0].cpu().numpy()
+        real = from_network_scale(batch[self.target][0, 0].cpu().numpy())
         brain = batch["brain"][0, 0].cpu().numpy()
-        synthetic = from_network_scale(synthesise(self.generator, t1, self.spatial_dims, self.inference, self.device))
+        synthetic = from_network_scale(
+            synthesise(self.generator, sources, self.spatial_dims, self.inference, self.device)
+        )
         synthetic[~brain] = 0
         error = np.abs(synthetic - real)
         self.log_dict(
@@ -173,7 +187,7 @@ class Pix2Pix(pl.LightningModule):
         if batch_index == 0:
             log_panel(
                 self.logger,
-                from_network_scale(t1),
+                from_network_scale(sources[0]),
                 real,
                 synthetic,
                 self.global_step,

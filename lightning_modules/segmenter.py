@@ -173,7 +173,7 @@ class SegmenterMethod(LightningSettings, SegmentationMethod):
         labels = np.zeros(brain.shape, dtype=np.int16)
         labels[box] = self.label_values_[logits.argmax(0)]
         labels[~brain] = 0
-        return subject.t1.with_data(labels)
+        return subject.volume_like(labels)
 
     def state(self) -> dict[str, np.ndarray]:
         weights = {f"network.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}

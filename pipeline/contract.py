@@ -1,5 +1,5 @@
 """The contract every method implements, in the spirit of scikit-learn's estimators: synthesis
-methods (T1 -> T2) and segmentation methods (four contrasts -> tumour labels) alike.
+methods (sources -> target, T1 -> T2 by default) and segmentation methods (four contrasts -> tumour labels) alike.
 
 Hyper-parameters are constructor arguments stored as given (and validated there); learned state is
 set by :meth:`Method.fit` in attributes with a trailing underscore; :meth:`predict` checks
@@ -26,6 +26,7 @@ from datamodules.labels import LabelConvention
 from datamodules.nifti import InvalidInputError, Volume
 from datamodules.progress import track
 from datamodules.splits import write_json_atomic
+from datamodules.task import SynthesisTask
 
 METHOD_FILE = "method.json"
 STATE_FILE = "state.npz"
@@ -33,6 +34,10 @@ STATE_FILE = "state.npz"
 
 class NotFittedError(RuntimeError):
     """``predict`` or ``save`` was called before ``fit``."""
+
+
+class TaskNotSupportedError(ValueError):
+    """A method that cannot do the configured synthesis task (e.g. Complementary without a T1)."""
 
 
 @dataclass
@@ -164,16 +169,32 @@ def load_from_run(run: str | Path, kind: type[Method] = Method) -> Method:
 
 
 class SynthesisMethod(Method):
-    """Fit on training subjects (T1 and T2); predict a T2 for a subject's T1.
+    """Fit on training subjects (sources and target); predict the target contrast from a subject's
+    sources. The task is T1 -> T2 (the paper's) unless ``source`` and ``target`` say otherwise.
 
-    Predictions are float32 volumes with the T1's geometry, on the project's unit T2 scale
-    (:func:`datamodules.preprocessing.unit_scale`: the brain's T2 min-max mapped to [0, 1]), 0 outside
-    the brain.
+    Predictions are float32 volumes with the primary source's geometry, on the project's unit scale
+    of the target (:func:`datamodules.preprocessing.unit_scale`: the brain's min-max mapped to
+    [0, 1]), 0 outside the brain (the primary source's brain mask).
+
+    Args:
+        source: the source contrasts, primary first (``t1``, ``t1ce``, ``t2``, ``flair``).
+        target: the contrast to make.
     """
 
     task = "synthesis"
-    training_modalities = ("t1", "t2")
-    inference_modalities = ("t1",)
+
+    def __init__(self, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
+        self.contrasts = SynthesisTask.of(source, target)
+        self.source = list(self.contrasts.sources)
+        self.target = self.contrasts.target
+
+    @property
+    def training_modalities(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.contrasts.modalities
+
+    @property
+    def inference_modalities(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.contrasts.sources
 
 
 class SegmentationMethod(Method):

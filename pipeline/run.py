@@ -47,7 +47,7 @@ from evaluation.scoring import (
 )
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS, SEGMENTATION_TABLE, score_segmentation
 from pipeline.cli import ConfigError, RunInterruptedError
-from pipeline.contract import FitContext, LazySubjects, Method
+from pipeline.contract import FitContext, LazySubjects, Method, SynthesisMethod, TaskNotSupportedError
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,33 @@ def score(
     method: Method, prediction: Volume, subject: Subject, labels: LabelConvention, region: str
 ) -> dict[str, Any] | None:
     """The method's task's scores of one prediction, or None when the subject has nothing to
-    compare with (no real T2 for a synthesis, no segmentation for a segmentation)."""
+    compare with (no real target contrast for a synthesis, no segmentation for a segmentation)."""
     if method.task == "segmentation":
         if subject.segmentation is None:
             return None
-        return score_segmentation(prediction.data, subject.segmentation.data, labels, subject.t1.spacing)
-    return None if subject.t2 is None else score_prediction(prediction, subject, region)
+        return score_segmentation(prediction.data, subject.segmentation.data, labels, subject.reference.spacing)
+    assert isinstance(method, SynthesisMethod)
+    if subject.get(method.target) is None:
+        return None
+    return score_prediction(prediction, subject, method.target, region)
+
+
+def scored_contrast(methods: Mapping[str, Method]) -> str | None:
+    """The contrast the methods' predictions are scored against: the synthesis target, or None for
+    a segmenter (scored against the segmentation)."""
+    targets = {method.target for method in methods.values() if isinstance(method, SynthesisMethod)}
+    return next(iter(targets), None)
+
+
+def modalities_to_read(methods: Mapping[str, Method], case: Case) -> list[str]:
+    """What a predicted case is loaded with: every method's inputs, the primary method's first (the
+    subject's anchor), then the scored contrast when the case has it."""
+    first, *others = methods.values()
+    order = [*first.inference_modalities, *sorted({m for method in others for m in method.inference_modalities})]
+    target = scored_contrast(methods)
+    if target is not None and case.has(target):
+        order.append(target)
+    return list(dict.fromkeys(order))
 
 
 def predict_and_score(
@@ -82,15 +103,13 @@ def predict_and_score(
     region: str = "brain",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``roles`` with every method (each case is read once), write the
-    predictions, and score them; a case with nothing to compare with (no real T2 for a synthesis,
-    no segmentation for a segmentation) gets a row of n/a scores and a warning."""
+    predictions, and score them; a case with nothing to compare with (no real target contrast for a
+    synthesis, no segmentation for a segmentation) gets a row of n/a scores and a warning."""
     rows: list[dict[str, Any]] = []
     unscored: set[str] = set()
-    needed = {m for method in methods.values() for m in method.inference_modalities}
     work: list[tuple[str, Case]] = [(role, case) for role in roles for case in dataset.cases_in(role)]
     for role, case in track(work, f"Predicting {len(work)} cases with {len(methods)} method(s)"):
-        modalities = ["t1", *sorted((needed | ({"t2"} if case.has("t2") else set())) - {"t1"})]
-        subject = dataset.load(case, modalities)
+        subject = dataset.load(case, modalities_to_read(methods, case))
         for method_name, method in methods.items():
             for suffix, prediction in method.predict_all(subject).items():
                 name = f"{method_name}_{suffix}" if suffix else method_name
@@ -106,7 +125,8 @@ def predict_and_score(
                         log.warning("%s on %s: degenerate prediction (%s)", name, case.case_id, row["degenerate"])
                 rows.append(row)
     if unscored:
-        reference = "segmentation" if any(m.task == "segmentation" for m in methods.values()) else "real T2"
+        target = scored_contrast(methods)
+        reference = "segmentation" if target is None else f"real {target.upper()}"
         log.warning(
             "%d predicted case(s) have no %s to score against; listed with n/a scores: %s",
             len(unscored),
@@ -125,7 +145,7 @@ def build(cfg: DictConfig, key: str) -> Any:
         return instantiate(cfg)
     except InstantiationException as error:
         cause = error.__cause__
-        if isinstance(cause, InvalidInputError | ConfigError):
+        if isinstance(cause, InvalidInputError | ConfigError | TaskNotSupportedError):
             raise cause from None
         if isinstance(cause, ValueError | TypeError):
             raise ConfigError(f"{key}: {cause}") from None
@@ -143,6 +163,7 @@ def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDatase
     """
     training = sorted({m for method in methods.values() if method.learns for m in method.training_modalities})
     inference = sorted({m for method in methods.values() for m in method.inference_modalities})
+    target = scored_contrast(methods)
     checked = 0
     if training:
         for case in dataset.cases_in(TRAIN):
@@ -152,7 +173,8 @@ def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDatase
                 checked += dataset.check(case, training)
     for role in roles:
         for case in dataset.cases_in(role):
-            checked += dataset.check(case, sorted({*inference, *(["t2"] if case.has("t2") else [])}))
+            scored = [target] if target is not None and case.has(target) else []
+            checked += dataset.check(case, sorted({*inference, *scored}))
     return checked
 
 
@@ -213,11 +235,25 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         console.print(f"{run_dir}: finished earlier (summary.json exists); skipped")
         return json.loads(finished.read_text())["summary"]
     # Methods first: a value a model refuses stops the run before any data is read (or generated).
-    methods: dict[str, Method] = {model_name: build(cfg.model, "model")}
+    try:
+        primary = build(cfg.model, "model")
+    except TaskNotSupportedError as error:
+        raise ConfigError(f"model: {error}") from None
+    methods: dict[str, Method] = {model_name: primary}
     for name, baseline_cfg in (cfg.get("baselines") or {}).items():
-        baseline = build(baseline_cfg, f"baselines.{name}")
-        if baseline.task == methods[model_name].task:  # synthesis baselines mean nothing to a segmenter
-            methods.setdefault(name, baseline)
+        if primary.task != "synthesis" or name in methods:  # synthesis baselines mean nothing to a segmenter
+            continue
+        try:
+            baseline = build(baseline_cfg, f"baselines.{name}")
+        except TaskNotSupportedError as error:
+            console.print(f"baseline {name} skipped: {error}")
+            continue
+        if baseline.contrasts != primary.contrasts:
+            raise ConfigError(
+                f"baselines.{name} does {baseline.contrasts} but the model does {primary.contrasts}: "
+                "set the task with the top-level source and target"
+            )
+        methods[name] = baseline
     dataset: SynthesisDataset = build(cfg.data, "data")
     for leftover in remove_partial_files(run_dir):
         console.print(f"removed {leftover}, left half-written by an earlier run that was killed")
@@ -249,15 +285,16 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     if rows:
         write_rows_csv(rows, run_dir / "metrics.csv")
     degenerate = dict(Counter(row["method"] for row in rows if row.get("degenerate")))
-    write_json_atomic(
-        {"primary_metric": PRIMARY_METRIC, "model": model_name, "summary": summary, "degenerate": degenerate},
-        run_dir / "summary.json",
-    )
+    record: dict[str, Any] = {"primary_metric": PRIMARY_METRIC, "model": model_name}
+    if isinstance(primary, SynthesisMethod):
+        record["task"] = {"source": primary.source, "target": primary.target}
+    write_json_atomic(record | {"summary": summary, "degenerate": degenerate}, run_dir / "summary.json")
     for name, count in degenerate.items():
         console.print(
             f"[bold red]warning:[/] {name}: {count} degenerate prediction(s); see the degenerate column of metrics.csv"
         )
-    title = f"{model_name} on {dataset.root.name} ({run_dir})"
+    task = f", {primary.contrasts}" if isinstance(primary, SynthesisMethod) else ""
+    title = f"{model_name}{task} on {dataset.root.name} ({run_dir})"
     table_metrics = SEGMENTATION_TABLE if methods[model_name].task == "segmentation" else None
     console.print(summary_table(summary, title=title, metrics=table_metrics))
     if logger is not None:

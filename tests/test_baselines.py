@@ -10,14 +10,14 @@ from tests.conftest import ball_volume
 def subject(case_id="c"):
     t1 = ball_volume()
     t2 = t1.with_data(np.where(t1.data == 100, 30, np.where(t1.data == 50, 90, 0)).astype(np.int16))
-    return Subject(case_id=case_id, t1=t1, t2=t2)
+    return Subject(case_id, {"t1": t1, "t2": t2})
 
 
 def test_complementary_inverts_the_normalised_t1_in_the_brain():
     s = subject()
     prediction = Complementary().predict(s).data
-    assert prediction[s.t1.data == 100].max() == 0.0  # brightest T1 -> darkest
-    assert prediction[s.t1.data == 50].min() == 1.0
+    assert prediction[s["t1"].data == 100].max() == 0.0  # brightest T1 -> darkest
+    assert prediction[s["t1"].data == 50].min() == 1.0
     assert (prediction[~s.brain] == 0).all()
 
 
@@ -40,8 +40,8 @@ def test_intensity_lookup_learns_the_mapping_and_round_trips(tmp_path):
     method = IntensityLookup(bins=16).fit([subject("a"), subject("b")])
     s = subject()
     prediction = method.predict(s).data
-    assert prediction[s.t1.data == 100] == pytest.approx(0.0)  # T2 30 is the brain minimum
-    assert prediction[s.t1.data == 50] == pytest.approx(1.0)
+    assert prediction[s["t1"].data == 100] == pytest.approx(0.0)  # T2 30 is the brain minimum
+    assert prediction[s["t1"].data == 50] == pytest.approx(1.0)
     loaded = SynthesisMethod.load(method.save(tmp_path / "model"))
     assert isinstance(loaded, IntensityLookup) and loaded.bins == 16
     np.testing.assert_array_equal(loaded.predict(s).data, prediction)

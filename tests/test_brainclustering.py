@@ -102,7 +102,7 @@ def test_fit_predict_round_trip(tiny_phantom, tmp_path, setting):
     query = subjects[0]
     outputs = method.predict_all(query)
     assert set(outputs) == {"", "unfiltered"}
-    assert outputs[""].shape == query.t1.shape and outputs[""].data.dtype == np.float32
+    assert outputs[""].shape == query["t1"].shape and outputs[""].data.dtype == np.float32
     loaded = SynthesisMethod.load(method.save(tmp_path / "model"))
     np.testing.assert_array_equal(loaded.predict(query).data, outputs[""].data)
 
@@ -110,13 +110,13 @@ def test_fit_predict_round_trip(tiny_phantom, tmp_path, setting):
 def test_search_picks_the_nearest_patients(tiny_phantom):
     subjects = phantom_subjects(tiny_phantom)
     method = BrainClustering(mode="search", w=2, macro=3, micro=4).fit(subjects)
-    query = Subject(case_id="q", t1=subjects[2].t1)
-    prepared = method.prepare(query, with_t2=False)
-    distances = method.distances(prepared.t1)
+    query = Subject("q", {"t1": subjects[2]["t1"]})
+    prepared = method.prepare(query, with_target=False)
+    distances = method.distances(prepared.primary)
     assert distances[2] == pytest.approx(0.0, abs=1e-12)  # a patient is nearest to itself
-    t1s = [method.prepare(s, with_t2=False).t1 for s in subjects]
-    np.testing.assert_allclose(distances, [np.mean((prepared.t1 - t) ** 2) for t in t1s], rtol=1e-5)
-    assert method.neighbours(prepared.t1).tolist() == np.argsort(distances, kind="stable")[:2].tolist()
+    t1s = [method.prepare(s, with_target=False).primary for s in subjects]
+    np.testing.assert_allclose(distances, [np.mean((prepared.primary - t) ** 2) for t in t1s], rtol=1e-5)
+    assert method.neighbours(prepared.primary).tolist() == np.argsort(distances, kind="stable")[:2].tolist()
 
 
 def test_bad_hyperparameters():

@@ -37,9 +37,8 @@ def test_ssim_of_one_window_by_hand():
 def subject_with(t2_data, seg_data=None, shape=(12, 12, 10)):
     t1 = ball_volume(shape)
     return Subject(
-        case_id="c",
-        t1=t1,
-        t2=t1.with_data(t2_data),
+        "c",
+        {"t1": t1, "t2": t1.with_data(t2_data)},
         segmentation=None if seg_data is None else t1.with_data(seg_data.astype(np.int16)),
     )
 
@@ -47,13 +46,13 @@ def subject_with(t2_data, seg_data=None, shape=(12, 12, 10)):
 def test_scores_of_a_perfect_and_of_a_shifted_prediction():
     subject = subject_with(ball_volume().data.astype(np.float32) * 3, seg_data=ball_volume().data == 50)
     brain = subject.brain
-    perfect = subject.t1.with_data(np.where(brain, (subject.t2.data - 150) / 150, 0).astype(np.float32))
+    perfect = subject["t1"].with_data(np.where(brain, (subject["t2"].data - 150) / 150, 0).astype(np.float32))
     scores = score_prediction(perfect, subject)
     for name in ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "scaled_mse_brain"):
         assert scores[name] == pytest.approx(0.0, abs=1e-12)
     assert scores["ssim_healthy"] == pytest.approx(1.0) and scores["psnr_brain"] == np.inf
     # On the unit scale the target is 0 in the core and 1 elsewhere; predicting 0.5 everywhere gives 0.25.
-    flat = subject.t1.with_data(np.where(brain, 0.5, 0).astype(np.float32))
+    flat = subject["t1"].with_data(np.where(brain, 0.5, 0).astype(np.float32))
     scores = score_prediction(flat, subject)
     assert scores["mse_brain"] == pytest.approx(0.25)
     assert scores["mse_tumour"] == pytest.approx(0.25)
@@ -61,15 +60,15 @@ def test_scores_of_a_perfect_and_of_a_shifted_prediction():
 
 def test_tumour_metrics_are_na_without_segmentation_and_geometry_is_checked():
     subject = subject_with(ball_volume().data.astype(np.float32))
-    scores = score_prediction(subject.t1.with_data(np.zeros((12, 12, 10), np.float32)), subject)
+    scores = score_prediction(subject["t1"].with_data(np.zeros((12, 12, 10), np.float32)), subject)
     assert scores["pct_mse_tumour"] is None and scores["ssim_tumour"] is None
     assert scores["pct_mse_brain"] is not None
     wrong = make_volume(np.zeros((12, 12, 9), np.float32))
     with pytest.raises(InvalidInputError, match=r"shape \(12, 12, 9\) differs from the real T2's \(12, 12, 10\)"):
         score_prediction(wrong, subject)
-    shifted = subject.t1.affine.copy()
+    shifted = subject["t1"].affine.copy()
     shifted[0, 3] += 2.0
-    moved = subject.t1.with_data(np.zeros((12, 12, 10), np.float32))
+    moved = subject["t1"].with_data(np.zeros((12, 12, 10), np.float32))
     moved = type(moved)(data=moved.data, affine=shifted, header=moved.header)
     with pytest.raises(InvalidInputError, match=r"affine .*-8\..* differs from the real T2's .*-10\..* \(case c\)"):
         score_prediction(moved, subject)

@@ -27,7 +27,7 @@ def test_configs_compose_with_model_and_baselines():
     with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["model=intensity_lookup", "data=brats", "data.root=/x"])
     assert cfg.model._target_.endswith("IntensityLookup")
-    assert sorted(cfg.baselines) == ["complementary", "random", "zeros"]
+    assert sorted(cfg.baselines) == ["closest_source", "complementary", "random", "zeros"]
     assert cfg.baselines.random._target_.endswith("RandomNoise")
 
 

@@ -34,9 +34,8 @@ def head_subject(case_id: str = "case", shape=(30, 28, 20), seed: int = 0) -> Su
     segmentation = np.zeros(shape, dtype=np.int16)
     segmentation[12:15, 12:15, 8:11] = 1
     return Subject(
-        case_id=case_id,
-        t1=make_volume(t1.astype(np.float32)),
-        t2=make_volume(t2.astype(np.float32)),
+        case_id,
+        {"t1": make_volume(t1.astype(np.float32)), "t2": make_volume(t2.astype(np.float32))},
         segmentation=make_volume(segmentation),
     )
 
@@ -64,13 +63,13 @@ def test_cache_crops_to_the_brain_keeps_world_positions_and_is_reused(tmp_path):
     case = cache_case(subject, tmp_path, margin=2, min_shape=(32, 8, 8))
     t1 = case.array("t1")
     assert t1.dtype == np.float16 and case.array("brain").dtype == np.uint8
-    assert t1.shape[0] == 32 and t1.shape[1] < subject.t1.shape[1]  # padded up to 32, cropped in y
+    assert t1.shape[0] == 32 and t1.shape[1] < subject["t1"].shape[1]  # padded up to 32, cropped in y
     # The crop's affine maps its voxel (0, 0, 0) to the world position of the same T1 voxel.
     affine = np.load(case.folder / "affine.npy")
     brain_voxels = np.argwhere(case.array("brain"))
     original = np.argwhere(network_inputs(subject)["brain"])
     world_crop = affine[:3, :3] @ brain_voxels[0] + affine[:3, 3]
-    world_full = subject.t1.affine[:3, :3] @ original[0] + subject.t1.affine[:3, 3]
+    world_full = subject["t1"].affine[:3, :3] @ original[0] + subject["t1"].affine[:3, 3]
     np.testing.assert_allclose(world_crop, world_full)
     assert cache_case(subject, tmp_path, margin=2, min_shape=(32, 8, 8)).folder == case.folder
     assert len(list(tmp_path.iterdir())) == 1
@@ -164,8 +163,8 @@ def test_method_predicts_with_the_t1_geometry_and_round_trips(tmp_path):
     subject = head_subject()
     method = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, inference={"mode": "whole", "device": "cpu"}))
     prediction = method.predict(subject)
-    assert prediction.shape == subject.t1.shape and prediction.data.dtype == np.float32
-    np.testing.assert_array_equal(prediction.affine, subject.t1.affine)
+    assert prediction.shape == subject["t1"].shape and prediction.data.dtype == np.float32
+    np.testing.assert_array_equal(prediction.affine, subject["t1"].affine)
     assert np.all(prediction.data[~subject.brain] == 0) and prediction.data.max() <= 1
     loaded = SynthesisMethod.load(method.save(tmp_path / "model"))
     assert isinstance(loaded, Pix2PixMethod) and loaded.hyperparameters() == method.hyperparameters()

@@ -9,7 +9,7 @@ from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.labels import BRATS2019, BRATS2023
 from datamodules.nifti import Volume, save_volume
 from datamodules.phantom import generate_phantom
-from evaluation.segmentation import CommandSegmenter, evaluate_synthetic_t2, prediction_files
+from evaluation.segmentation import CommandSegmenter, evaluate_synthetic, prediction_files
 from evaluation.segmentation_metrics import HD95_PENALTY_MM, dice, hd95, score_segmentation
 from tests.conftest import make_volume
 
@@ -53,10 +53,10 @@ class BrightT2Segmenter:
     needs the T2, so that a missing T2 can be seen in its scores."""
 
     def predict(self, subject: Subject) -> Volume:
-        t2 = subject.t2.data.astype(float)
+        t2 = subject["t2"].data.astype(float)
         brain = subject.brain
         threshold = np.percentile(t2[brain], 80) if t2[brain].max() > t2[brain].min() else np.inf
-        return subject.t1.with_data(np.where(brain & (t2 > threshold), 2, 0).astype(np.int16))
+        return subject.volume_like(np.where(brain & (t2 > threshold), 2, 0).astype(np.int16))
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +70,11 @@ def test_evaluation_scores_each_t2_against_ground_truth_and_records_changes(phan
     case_id = phantom.split[role][0]
     subject = phantom.load(phantom.cases[case_id], ("t1", "t2"))
     runs = tmp_path / "predictions"
-    save_volume(subject.t2, runs / "copy" / role / f"{case_id}.nii.gz")
+    save_volume(subject["t2"], runs / "copy" / role / f"{case_id}.nii.gz")
     save_volume(
-        subject.t1.with_data(np.zeros(subject.t1.shape, np.float32)), runs / "zeros" / role / f"{case_id}.nii.gz"
+        subject.volume_like(np.zeros(subject["t1"].shape, np.float32)), runs / "zeros" / role / f"{case_id}.nii.gz"
     )
-    rows = evaluate_synthetic_t2(BrightT2Segmenter(), phantom, prediction_files([runs], phantom), progress=False)
+    rows = evaluate_synthetic(BrightT2Segmenter(), phantom, prediction_files([runs], phantom), progress=False)
     by_method = {row["method"]: row for row in rows}
     assert set(by_method) == {"real_t2", "copy", "zeros"}
     assert by_method["copy"]["dice_WT"] == by_method["real_t2"]["dice_WT"]
@@ -95,7 +95,7 @@ def test_command_segmenter_runs_an_external_program(tmp_path):
     t2 = np.zeros((8, 8, 8), np.float32)
     t2[2:5, 2:5, 2:5] = 100
     volume = make_volume(t2)
-    subject = Subject("c", t1=volume, t2=volume, other={"t1ce": volume, "flair": volume})
+    subject = Subject("c", {"t1": volume, "t2": volume, "t1ce": volume, "flair": volume})
     segmenter = CommandSegmenter(f"{sys.executable} {script} {{t1}} {{t1ce}} {{t2}} {{flair}} {{output}}")
     labels = segmenter.predict(subject)
     assert labels.data.sum() == 2 * 27
@@ -106,7 +106,7 @@ def test_command_segmenter_template_is_checked_and_failures_are_reported(tmp_pat
     with pytest.raises(ValueError, match="output"):
         CommandSegmenter("seg {t1} {t1ce} {t2} {flair}")
     volume = make_volume(np.ones((4, 4, 4), np.float32))
-    subject = Subject("c", t1=volume, t2=volume, other={"t1ce": volume, "flair": volume})
+    subject = Subject("c", {"t1": volume, "t2": volume, "t1ce": volume, "flair": volume})
     failing = CommandSegmenter(
         f"{sys.executable} -c 'import sys; sys.exit(3)' {{t1}} {{t1ce}} {{t2}} {{flair}} {{output}}"
     )
