@@ -14,6 +14,11 @@ from tests.test_pipeline import run
         (("model.gan_mode=wasserstein",), "error: model: gan_mode must be one of"),
         (("lambda=-1",), "error: model: lambda (-1.0) and gamma (0.0) must be non-negative"),
         (("model=brainclustering", "model.macro=1"), "error: model: "),
+        (("source=[t1,t2]",), "error: model: the target t2 is also a source (['t1', 't2'])"),
+        (("source=[t1,dwi]",), "error: model: unknown contrast(s) ['dwi']; the contrasts are"),
+        (("source=[t1,t1]", "target=flair"), "error: model: source lists a contrast twice: ['t1', 't1']"),
+        (("model=complementary", "source=[flair]"), "error: model: Complementary inverts the T1, which is not among"),
+        (("model=intensity_lookup", "source=[t1,flair]"), "error: model: IntensityLookup maps one source contrast"),
     ],
 )
 def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, overrides, message):
