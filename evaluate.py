@@ -112,8 +112,8 @@ def image_rows(
             rows.append({"method": method, "role": role_of.get(case_id, "unassigned"), "case_id": case_id, **scores})
     if unscored:
         print(
-            f"warning: {len(unscored)} case(s) have no real {task.target.upper()} to score against; listed with n/a scores: "
-            + ", ".join(sorted(unscored)),
+            f"warning: {len(unscored)} case(s) have no real {task.target.upper()} to score against; "
+            f"listed with n/a scores: {', '.join(sorted(unscored))}",
             file=sys.stderr,
         )
     return rows

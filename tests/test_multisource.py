@@ -126,41 +126,44 @@ def test_a_multi_source_pix2pix_training_step_and_round_trip(tmp_path):
 # -- BrainClustering with several sources ----------------------------------------------------------
 
 
-def test_multisource_rows_follow_the_combination_to_its_target_tissue():
-    """Primary values 0.1 (tissue 0) and 0.9 (tissue 1); among the tissue-0 voxels, those whose second
-    source is bright (context 1) have a bright target, the others a dark one. With one source the
-    tissue-0 table would hold one value; here each combination has its own."""
+def test_multisource_rows_are_the_single_source_ones_and_each_combinations_means():
+    """Primary values 0.1 (tissue 0) and 0.9 (tissue 1); among the tissue-0 voxels, those at the
+    second source's level 1 have a bright target, the others a dark one. The single-source rows
+    (context -1) give tissue 0 one value; the combinations give each its own mean."""
     primary = np.array([0.1] * 6 + [0.9] * 4)
     other = np.array([0] * 3 + [1] * 3 + [0] * 4)
     target = np.array([0.2] * 3 + [0.8] * 3 + [0.9] * 4)  # target tissues {0.2} and {0.8, 0.9}
     rows = multisource_patient_rows(primary, [other], target, macro=2, micro=1)
-    found = sorted(zip(rows.tissue, rows.context[:, 0], rows.key, rows.value, strict=True))
-    bright = (3 * 0.8 + 4 * 0.9) / 7  # micro = 1: the bright tissue is one shade, its mean
+    found = sorted(zip(rows.context[:, 0], rows.tissue, rows.key, rows.value, strict=True))
+    bright = (3 * 0.8 + 4 * 0.9) / 7  # micro = 1: the bright target tissue is one shade, its mean
     assert found == [
-        (0, 0, pytest.approx(0.1), pytest.approx(0.2)),
-        (0, 1, pytest.approx(0.1), pytest.approx(bright)),
-        (1, 0, pytest.approx(0.9), pytest.approx(bright)),
+        (-1, 0, pytest.approx(0.1), pytest.approx(0.2)),  # matched as in the paper: tissue 0 <-> {0.2}
+        (-1, 1, pytest.approx(0.9), pytest.approx(bright)),
+        (0, 0, pytest.approx(0.1), pytest.approx(0.2)),  # combinations: the mean target of their voxels
+        (0, 1, pytest.approx(0.9), pytest.approx(0.9)),
+        (1, 0, pytest.approx(0.1), pytest.approx(0.8)),
     ]
 
 
-def test_combination_tables_fall_back_to_the_longest_prefix_seen():
+def test_combination_tables_serve_inside_their_keys_and_fall_back_to_the_longest_prefix():
     rows = TableRows(
-        tissue=np.array([0, 0, 0, 1]),
-        key=np.array([0.1, 0.1, 0.3, 0.8]),
-        value=np.array([0.2, 0.6, 0.4, 0.9]),
-        context=np.array([[0, 0], [1, 1], [1, 0], [0, 0]]),
+        tissue=np.array([0, 1, 0, 0, 0, 1]),
+        key=np.array([0.1, 0.8, 0.1, 0.1, 0.3, 0.8]),
+        value=np.array([0.5, 0.7, 0.2, 0.6, 0.4, 0.9]),
+        context=np.array([[-1, -1], [-1, -1], [0, 0], [1, 1], [1, 0], [0, 0]]),
     )
     tables = build_combination_tables(rows, macro=2, sources=3)
     assert sorted(tables[2]) == [(0, 0, 0), (0, 1, 0), (0, 1, 1), (1, 0, 0)]
     assert sorted(tables[1]) == [(0, 0), (0, 1), (1, 0)]
-    # Depth 2, (0, 1): rows (0.1 -> 0.6) and (0.3 -> 0.4). Depth 1, tissue 0: 0.1 -> mean(0.2, 0.6).
-    np.testing.assert_allclose(tables[1][(0, 1)][0], [0.1, 0.3])
-    np.testing.assert_allclose(tables[0][(0,)][1], [0.4, 0.4])
-    combination = np.array([[0, 1, 1], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 1, 1]])
-    values = np.array([0.1, 0.2, 0.1, 0.1, 0.8])
+    np.testing.assert_allclose(tables[1][(0, 1)][0], [0.1, 0.3])  # rows 0.1 -> 0.6 and 0.3 -> 0.4
+    np.testing.assert_allclose(tables[0][(0,)][1], [0.5])  # depth 1: the single-source rows only
+    combination = np.array([[0, 1, 1], [0, 1, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [0, 1, 1]])
+    values = np.array([0.1, 0.3, 0.2, 0.1, 0.8, 0.2])
     result, depth = look_up_combinations(tables, combination, values, macro=2)
-    np.testing.assert_array_equal(depth, [3, 3, 3, 2, 1])
-    np.testing.assert_allclose(result, [0.6, 0.4, 0.6, 0.2, 0.9])  # (0,1,0) is keyed 0.3 only: clamped
+    # (0,1,0) holds the key 0.3 only: 0.3 is served there, 0.2 by the prefix (0,1) (keys 0.1-0.3);
+    # (0,1,1) holds 0.1 only: 0.2 falls back to (0,1) too; (0,0,1) is unseen: (0,0); (1,1,1): tissue 1.
+    np.testing.assert_array_equal(depth, [3, 3, 2, 2, 1, 2])
+    np.testing.assert_allclose(result, [0.6, 0.4, 0.5, 0.2, 0.7, 0.5])
 
 
 @pytest.fixture(scope="module")
