@@ -43,9 +43,10 @@ was measured worse (tumour ``pct_mse`` 0.042 against 0.031 on two full-size phan
 three training ones), because the shades of a lesion's voxels need not correspond one to one.
 Tables are kept for every prefix of the combination (the first j sources, j >= 2), each merging its
 combinations' rows by eq. (1), and at depth 1 the single-source tables. Query: each voxel is looked
-up in the table of its full combination where its primary value lies within that table's keys, else in its longest prefix's
-table that serves it so, else in the single-source table of its tissue, which always serves. So
-the sources are given in order of trust: the last one is dropped first.
+up in the table of its full combination where its primary value lies within that table's keys,
+else in its longest prefix's table that serves it so, else in the single-source table of its
+tissue, which always serves. So the sources are given in order of trust: the last one is dropped
+first.
 """
 
 from __future__ import annotations
