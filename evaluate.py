@@ -16,8 +16,8 @@ in several runs is scored once. Writes ``metrics.csv`` and ``summary.json`` to -
 PREDICTIONS/evaluation, required with several folders) and prints the summary.
 
 With --segmenter (a ``model=segmenter`` run) or --segmenter-command (an external segmenter), every
-case is also segmented with its real and with each synthetic T2, and Dice and HD95 per region, and
-their changes against the real-T2 run, go to ``segmentation_metrics.csv`` and
+case is also segmented with its real and with each synthetic target, and Dice and HD95 per region, and
+their changes against the real-target run, go to ``segmentation_metrics.csv`` and
 ``segmentation_summary.json`` (evaluation protocol, section 2).
 """
 

@@ -9,8 +9,8 @@ README's table. Not a test; every number comes from real ``train.py``, ``synthes
 
 The phantom runs with source [t1] are the README's quick start and CPU Pix2Pix; ``--reuse-phantom-t1``
 takes them from ``bench/reproduce.py``'s output instead of training them again. Pix2Pix on one real
-case trains the CPU Pix2Pix for ``--real-iterations`` iterations (a tenth of the phantom's 1000 would
-overfit nothing useful; 300 fits the 2-core budget).
+case is the CPU Pix2Pix shortened to ``--real-iterations`` iterations (default 300 of its 1000, about
+4 minutes a run on 2 cores).
 """
 
 from __future__ import annotations
