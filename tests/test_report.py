@@ -7,8 +7,9 @@ from evaluation.scoring import METRICS, summarise, write_rows_csv
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
 
-def fake_run(folder, model, errors, roles=("validation", "test")):
-    """A run folder whose methods have the given pct_mse_brain per case (other metrics derived)."""
+def fake_run(folder, model, errors, roles=("validation", "test"), task=None):
+    """A run folder whose methods have the given pct_mse_brain per case (other metrics derived), and
+    the task its summary records (none: a run from before tasks were recorded, T1 -> T2)."""
     rows = []
     for method, values in errors.items():
         for role in roles:
@@ -18,7 +19,8 @@ def fake_run(folder, model, errors, roles=("validation", "test")):
                 rows.append(row)
     folder.mkdir(parents=True)
     write_rows_csv(rows, folder / "metrics.csv")
-    (folder / "summary.json").write_text(json.dumps({"model": model, "summary": []}))
+    summary = {"model": model, "summary": []} | ({"task": task} if task else {})
+    (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
 
@@ -66,3 +68,14 @@ def test_report_lists_every_method_and_metric(tmp_path):
     assert (tmp_path / "report" / "figures" / "mse.png").exists()
     assert (tmp_path / "report" / "figures" / "segmentation.png").exists()
     assert "<table>" in page.read_text()
+
+
+def test_the_report_names_the_task_of_its_runs(tmp_path):
+    multi = {"source": ["t1", "t1ce", "flair"], "target": "t2"}
+    fake_run(tmp_path / "runs" / "a", "bc", {"bc": [0.1, 0.2]}, task=multi)
+    study = collect([tmp_path / "runs"])
+    assert study.title == "t1+t1ce+flair -> t2" and study.target == "t2"
+    markdown, _ = write_report(build_report(study, tmp_path / "report"), tmp_path / "report")
+    assert markdown.read_text().startswith("# MRI contrast synthesis: t1+t1ce+flair → t2 study report")
+    fake_run(tmp_path / "runs" / "b", "bc", {"bc": [0.1, 0.2]})  # an older run: T1 -> T2
+    assert collect([tmp_path / "runs"]).title == "t1+t1ce+flair -> t2; t1 -> t2"
