@@ -1,5 +1,6 @@
 """Generators and discriminator: shapes (odd sizes included), parameter counts, building blocks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,25 @@ def test_pad_to_multiple_crops_back_exactly():
 def test_bad_arguments_name_the_argument(factory, kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         factory(**kwargs)
+
+
+def test_symmetric_padding_repeats_the_edge_voxel_as_the_reference_3d_resnet():
+    from lightning_modules.networks.layers import SymmetricPad
+
+    line = torch.arange(6.0).reshape(1, 1, 6, 1, 1).expand(1, 1, 6, 3, 3)
+    padded = SymmetricPad(3)(line)
+    assert padded[0, 0, :, 0, 0].tolist() == [2, 1, 0, 0, 1, 2, 3, 4, 5, 5, 4, 3]  # 2,1,0 | 0...5 | 5,4,3
+    volume = torch.randn(2, 3, 5, 4, 6)
+    expected = np.pad(volume.numpy(), [(0, 0), (0, 0), (2, 2), (2, 2), (2, 2)], mode="symmetric")
+    np.testing.assert_array_equal(SymmetricPad(2)(volume).numpy(), expected)
+
+
+def test_resnet_padding_option_keeps_shapes_and_refuses_unknown_modes():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 12, 12, 8)
+    reflect = ResNetGenerator(3, base_filters=2, blocks=1).eval()
+    symmetric = ResNetGenerator(3, base_filters=2, blocks=1, padding="symmetric").eval()
+    assert sum(p.numel() for p in symmetric.parameters()) == sum(p.numel() for p in reflect.parameters())
+    assert symmetric(x).shape == reflect(x).shape == x.shape
+    with pytest.raises(ValueError, match="padding must be one of"):
+        ResNetGenerator(3, padding="zeros")

@@ -1,6 +1,9 @@
 """A miniature of the whole study, as a user runs it: models and baselines, the segmenter, the
 segmentation-based evaluation and the report; and a finished run is skipped when asked."""
 
+import csv
+import json
+
 import pytest
 
 from evaluation.scoring import METRICS
@@ -24,7 +27,13 @@ def test_miniature_study_report_has_every_method_and_metric(data_root, tmp_path)
         f"hydra.run.dir={p2p}")  # fmt: skip
     run("train.py", *data, "model=segmenter", "trainer=cpu", "model.network.base_filters=4", "model.iterations=3",
         "model.data.patch_size=[32,32,32]", "model.data.num_workers=0", f"hydra.run.dir={segmenter}")  # fmt: skip
-    assert "dice mean" in (segmenter / "train.log").read_text() or (segmenter / "summary.json").exists()
+    summary = json.loads((segmenter / "summary.json").read_text())
+    split = json.loads((segmenter / "split.json").read_text())["roles"]
+    predicted = {case for role, cases in split.items() if role != "train" for case in cases}
+    rows = list(csv.DictReader((segmenter / "metrics.csv").open()))
+    assert summary["model"] == "segmenter" and {row["case_id"] for row in rows} == predicted
+    dice = [float(row["dice_mean"]) for row in rows if row["dice_mean"]]
+    assert dice and all(0 <= value <= 1 for value in dice)  # scored against the phantom's segmentations
 
     evaluation = tmp_path / "evaluation"
     run("evaluate.py", bc / "predictions", p2p / "predictions", data_root, "--segmenter", segmenter,

@@ -74,6 +74,39 @@ def initialise_weights(module: nn.Module, gain: float = 0.02) -> None:
             nn.init.zeros_(layer.bias)
 
 
+PADDINGS = ("reflect", "symmetric")
+Padding = Literal["reflect", "symmetric"]
+
+
+class SymmetricPad(nn.Module):
+    """Pads every spatial axis by ``width`` mirrored voxels, the edge voxel included: 2 1 0 | 0 1 2 ...
+    (NumPy's ``symmetric``), where reflection gives 3 2 1 | 0 1 2 .... The reference's 3-D ResNet
+    padded so."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.width
+        for axis in range(2, x.dim()):
+            before = x.narrow(axis, 0, w).flip(axis)
+            after = x.narrow(axis, x.shape[axis] - w, w).flip(axis)
+            x = torch.cat([before, x, after], axis)
+        return x
+
+
+def padded_convolution(
+    spatial_dims: int, padding: Padding, in_channels: int, out_channels: int, kernel: int, bias: bool = True
+) -> nn.Module:
+    """A stride-1 convolution keeping the size, its border ``reflect``-padded (PyTorch's
+    ``padding_mode``) or ``symmetric``-padded (:class:`SymmetricPad`)."""
+    conv = convolution(spatial_dims)
+    if padding == "reflect":
+        return conv(in_channels, out_channels, kernel, padding=kernel // 2, padding_mode="reflect", bias=bias)
+    return nn.Sequential(SymmetricPad(kernel // 2), conv(in_channels, out_channels, kernel, bias=bias))
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """Pad the spatial axes of (N, C, *S) at both ends (replicated borders) to multiples of
     ``multiple``; returns the padded tensor and the slices that crop a same-sized output back."""

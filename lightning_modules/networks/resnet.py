@@ -7,9 +7,11 @@ from torch import nn
 
 from lightning_modules.networks.layers import (
     NORMS,
+    PADDINGS,
     UPSAMPLINGS,
     LinearAdditiveUpsample,
     Norm,
+    Padding,
     Upsampling,
     check_choice,
     check_spatial_dims,
@@ -18,26 +20,29 @@ from lightning_modules.networks.layers import (
     initialise_weights,
     normalisation,
     pad_to_multiple,
+    padded_convolution,
     transposed_convolution,
 )
 
 
 class ResidualBlock(nn.Module):
-    """x + [conv 3 -> norm -> ReLU -> (dropout 0.5) -> conv 3 -> norm](x), reflection-padded."""
+    """x + [conv 3 -> norm -> ReLU -> (dropout 0.5) -> conv 3 -> norm](x), reflection- (or
+    symmetric-) padded."""
 
-    def __init__(self, spatial_dims: int, channels: int, norm: Norm, dropout: bool) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, norm: Norm, dropout: bool, padding: Padding = "reflect"
+    ) -> None:
         super().__init__()
-        conv = convolution(spatial_dims)
         bias = convolution_bias(norm)
         layers: list[nn.Module] = [
-            conv(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
+            padded_convolution(spatial_dims, padding, channels, channels, 3, bias),
             normalisation(norm, spatial_dims, channels),
             nn.ReLU(),
         ]
         if dropout:
             layers.append(nn.Dropout(0.5))
         layers += [
-            conv(channels, channels, 3, padding=1, padding_mode="reflect", bias=bias),
+            padded_convolution(spatial_dims, padding, channels, channels, 3, bias),
             normalisation(norm, spatial_dims, channels),
         ]
         self.body = nn.Sequential(*layers)
@@ -66,6 +71,10 @@ class ResNetGenerator(nn.Module):
         norm: ``batch`` or ``instance``.
         upsampling: ``linear_additive`` or ``deconvolution``.
         dropout: dropout 0.5 inside each residual block (the reference's default: on).
+        padding: how the 7x7 and the residual blocks' 3x3 convolutions pad the border: ``reflect``
+            (default: PyTorch's reflection, as pix2pix and the reference's 2-D ResNet) or
+            ``symmetric`` (the edge voxel repeated, as the reference's own 3-D padding: with it the
+            3-D ResNet matches the reference's outputs exactly on the same weights).
 
     Shapes: (N, in_channels, *S) -> (N, out_channels, *S).
     """
@@ -82,18 +91,20 @@ class ResNetGenerator(nn.Module):
         norm: Norm = "batch",
         upsampling: Upsampling = "linear_additive",
         dropout: bool = True,
+        padding: Padding = "reflect",
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_choice("norm", norm, NORMS)
         check_choice("upsampling", upsampling, UPSAMPLINGS)
+        check_choice("padding", padding, PADDINGS)
         if blocks < 0:
             raise ValueError(f"blocks must be non-negative, got {blocks}")
         conv = convolution(spatial_dims)
         bias = convolution_bias(norm)
         f = base_filters
         layers: list[nn.Module] = [
-            conv(in_channels, f, 7, padding=3, padding_mode="reflect", bias=bias),
+            padded_convolution(spatial_dims, padding, in_channels, f, 7, bias),
             normalisation(norm, spatial_dims, f),
             nn.ReLU(),
         ]
@@ -103,7 +114,7 @@ class ResNetGenerator(nn.Module):
                 normalisation(norm, spatial_dims, 2 * width),
                 nn.ReLU(),
             ]
-        layers += [ResidualBlock(spatial_dims, 4 * f, norm, dropout) for _ in range(blocks)]
+        layers += [ResidualBlock(spatial_dims, 4 * f, norm, dropout, padding) for _ in range(blocks)]
         for width in (4 * f, 2 * f):
             if upsampling == "linear_additive":
                 # The reference gives these convolutions a bias even before a norm; kept for parity.
@@ -115,7 +126,7 @@ class ResNetGenerator(nn.Module):
                     )
                 )
             layers += [normalisation(norm, spatial_dims, width // 2), nn.ReLU()]
-        layers += [conv(f, out_channels, 7, padding=3, padding_mode="reflect"), nn.Tanh()]
+        layers += [padded_convolution(spatial_dims, padding, f, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         initialise_weights(self)
 
