@@ -35,7 +35,22 @@ def brain_mask(volume: Volume) -> np.ndarray:
     mask = difference > 5.0 * spread
     if not mask.any():
         raise InvalidInputError(volume.name, f"all voxels are background (value {background:g}): no brain found")
-    return ndimage.binary_fill_holes(mask)
+    return fill_holes(mask)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask)``, several times faster on a brain: background
+    components (6-connected, as scipy's) that do not reach the border are filled, found by one
+    labelling of the mask's bounding box padded by a background voxel on every side (any background
+    outside the box reaches the border, and so does whatever touches the padding)."""
+    box = bounding_box(mask)
+    labels, count = ndimage.label(~np.pad(mask[box], 1))
+    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
+    inside = np.ones(count + 1, dtype=bool)
+    inside[border] = False
+    filled = np.zeros(mask.shape, dtype=bool)
+    filled[box] = inside[labels[1:-1, 1:-1, 1:-1]]
+    return filled
 
 
 def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -52,3 +52,20 @@ def test_the_median_filter_stays_inside_the_mask():
     masked = median_per_axial_slice(image, inside=inside)
     assert np.all(masked[~inside] == 0)
     np.testing.assert_array_equal(masked[inside], leaked[inside])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fill_holes_equals_scipys_on_masks_with_holes_and_border_contact(seed):
+    from scipy import ndimage
+
+    from datamodules.preprocessing import fill_holes
+
+    rng = np.random.default_rng(seed)
+    mask = ndimage.gaussian_filter(rng.random((30, 26, 20)), 1.5) > 0.5  # blobs with enclosed gaps
+    if seed % 2:
+        mask[0] |= mask[1]  # touching the volume's border: gaps there are not holes
+    mask[10:20, 8:18, 5:15] = True
+    mask[13:16, 11:14, 8:11] = False  # a hole for certain
+    expected = ndimage.binary_fill_holes(mask)
+    np.testing.assert_array_equal(fill_holes(mask), expected)
+    assert expected[14, 12, 9]
