@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import json
+import os
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,12 +211,20 @@ class SegmentationMethod(Method):
 
 
 class LazySubjects(Sequence[Subject]):
-    """A sequence of subjects loaded from disk on access, with a progress bar when iterated."""
+    """A sequence of subjects loaded from disk on access, with progress when iterated.
 
-    def __init__(self, loader: Any, cases: Sequence[Any], description: str = "Loading subjects") -> None:
+    Iteration reads ahead with a thread per core (``workers``; decompression and the brain mask
+    run outside Python's lock), yielding the subjects in order and holding at most ``workers`` of
+    them besides the one being used.
+    """
+
+    def __init__(
+        self, loader: Any, cases: Sequence[Any], description: str = "Loading subjects", workers: int | None = None
+    ) -> None:
         self._loader = loader
         self._cases = list(cases)
         self.description = description
+        self.workers = workers if workers is not None else len(os.sched_getaffinity(0))
 
     def __len__(self) -> int:
         return len(self._cases)
@@ -221,5 +233,17 @@ class LazySubjects(Sequence[Subject]):
         return self._loader(self._cases[index])
 
     def __iter__(self) -> Iterator[Subject]:
-        for case in track(self._cases, self.description):
-            yield self._loader(case)
+        return track(self._read_ahead(), self.description, total=len(self._cases))
+
+    def _read_ahead(self) -> Iterator[Subject]:
+        if self.workers <= 1:
+            yield from map(self._loader, self._cases)
+            return
+        cases = iter(self._cases)
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = deque(pool.submit(self._loader, case) for case in itertools.islice(cases, self.workers))
+            while pending:
+                subject = pending.popleft().result()
+                if (case := next(cases, None)) is not None:
+                    pending.append(pool.submit(self._loader, case))
+                yield subject

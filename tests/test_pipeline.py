@@ -277,3 +277,24 @@ def torch_has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_lazy_subjects_read_ahead_in_order_holding_a_bounded_number():
+    import threading
+
+    from pipeline.contract import LazySubjects
+
+    lock, loaded, yielded, most_ahead = threading.Lock(), [], [], [0]
+
+    def loader(case):
+        with lock:
+            loaded.append(case)
+            most_ahead[0] = max(most_ahead[0], len(loaded) - len(yielded))
+        return case
+
+    subjects = LazySubjects(loader, list(range(20)), workers=3)
+    for case in subjects:
+        yielded.append(case)
+    assert yielded == list(range(20)) and sorted(loaded) == list(range(20))
+    assert most_ahead[0] <= 3 + 1  # the read-ahead window plus the one being used
+    assert [s for s in LazySubjects(loader, [5, 6], workers=1)] == [5, 6] and subjects[7] == 7
