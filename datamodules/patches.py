@@ -315,6 +315,7 @@ class PatchDataModule(pl.LightningDataModule):
             queue,
             batch_size=self.batch_size,
             num_workers=0,  # the queue's own workers load the volumes
+            pin_memory=torch.cuda.is_available(),  # page-locked, so Lightning's copy to the GPU is asynchronous
             collate_fn=functools.partial(collate_patches, kinds=self.training[0].kinds, spatial_dims=self.spatial_dims),
         )
 

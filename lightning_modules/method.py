@@ -51,6 +51,8 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         seed: seeds Python, NumPy and torch before training.
         source, target: the task: one generator input channel per source (each on its own brain
             percentile scale), the discriminator judging (sources..., target).
+        fused_adam, channels_last, compile: training speed only (the same losses to rounding), see
+            :class:`lightning_modules.pix2pix.Pix2Pix`; ``None``: on a GPU.
     """
 
     def __init__(
@@ -74,8 +76,12 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         seed: int = 0,
         source: Sequence[str] = ("t1",),
         target: str = "t2",
+        fused_adam: bool | None = None,
+        channels_last: bool | None = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__(source, target)
+        self.fused_adam, self.channels_last, self.compile = fused_adam, channels_last, compile
         self.generator = plain(generator)
         self.discriminator = plain(discriminator)
         self.spatial_dims = spatial_dims
@@ -126,6 +132,9 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
             inference=self.inference_settings,
             sources=self.source,
             target=self.target,
+            fused_adam=self.fused_adam,
+            channels_last=self.channels_last,
+            compile=self.compile,
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:

@@ -59,6 +59,12 @@ class Pix2Pix(pl.LightningModule):
         generator, discriminator: the networks (:mod:`lightning_modules.networks`), with
             ``len(sources)`` and ``len(sources) + 1`` input channels.
         sources, target: the contrasts' names in the batch.
+        channels_last: keep weights and inputs in the channels-last memory format (cuDNN's fast
+            layout for 3-D convolutions); None: on a GPU. The method's config keeps it off until it
+            has been measured on one.
+        fused_adam: Adam's fused implementation (one kernel per step instead of a loop); None: on a GPU.
+        compile: ``torch.compile`` both networks (``True``: the default backend, or a backend's name);
+            the first steps then pay for compilation.
         spatial_dims: 2 or 3, as the networks.
         lambda_l1, gamma_tumour: the loss weights (the config's top-level ``lambda`` and ``gamma``).
         gan_mode: ``vanilla`` (the reference), ``lsgan`` or ``hinge``.
@@ -83,6 +89,9 @@ class Pix2Pix(pl.LightningModule):
         inference: InferenceSettings | None = None,
         sources: Sequence[str] = ("t1",),
         target: str = "t2",
+        channels_last: bool | None = None,
+        fused_adam: bool | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if gan_mode not in GAN_MODES:
@@ -106,14 +115,35 @@ class Pix2Pix(pl.LightningModule):
         return self.generator(sources)
 
     def source_channels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(N, sources, *S): the batch's source contrasts stacked in order."""
-        return torch.cat([batch[contrast] for contrast in self.sources], 1)
+        """(N, sources, *S): the batch's source contrasts stacked in order (channels last if set)."""
+        return torch.cat([batch[contrast] for contrast in self.sources], 1).contiguous(memory_format=self.memory_format)
+
+    def on_gpu_or(self, setting: bool | None) -> bool:
+        """A performance setting's value: as given, or (None) whether training runs on a GPU."""
+        return self.device.type == "cuda" if setting is None else bool(setting)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        if not self.on_gpu_or(self.hparams.channels_last):
+            return torch.contiguous_format
+        return torch.channels_last_3d if self.spatial_dims == 3 else torch.channels_last
+
+    def prepare_networks(self) -> None:
+        """Memory format and compilation; Lightning creates the optimisers (below) once the networks
+        are on their device, so this is done there, before the optimisers see the parameters."""
+        for network in (self.generator, self.discriminator):
+            network.to(memory_format=self.memory_format)
+            if self.hparams.compile:
+                backend = self.hparams.compile if isinstance(self.hparams.compile, str) else "inductor"
+                network.compile(backend=backend)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        self.prepare_networks()
         schedule = linear_decay(hp.constant_iterations, hp.decay_iterations)
+        fused = self.on_gpu_or(hp.fused_adam)
         optimisers = [
-            torch.optim.Adam(network.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas))
+            torch.optim.Adam(network.parameters(), lr=hp.learning_rate, betas=tuple(hp.betas), fused=fused or None)
             for network in (self.generator, self.discriminator)
         ]
         schedulers = [torch.optim.lr_scheduler.LambdaLR(optimiser, schedule) for optimiser in optimisers]
@@ -129,9 +159,10 @@ class Pix2Pix(pl.LightningModule):
         }
         if hp.tumour_loss == "masked_output":
             terms["mse_tumour"] = masked_mse(fake, real, tumour)
-        elif hp.gamma_tumour > 0 and tumour.any():
+        elif hp.gamma_tumour > 0:  # zero without tumour voxels, with no `if` that waits for the accelerator
             fake_on_tumour = self.generator(sources * tumour)
-            terms["mse_tumour"] = (fake_on_tumour - real * tumour).square().sum() / tumour.sum()
+            count = tumour.sum()
+            terms["mse_tumour"] = (fake_on_tumour - real * tumour).square().sum() / count.clamp_min(1) * (count > 0)
         else:
             terms["mse_tumour"] = fake.sum() * 0
         terms["total"] = terms["adversarial"] + hp.lambda_l1 * terms["l1_brain"] + hp.gamma_tumour * terms["mse_tumour"]

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from datamodules.dataset import Subject
 from datamodules.patches import PatchDataModule, cache_case, from_network_scale, network_inputs, to_network_scale
 from lightning_modules.inference import InferenceSettings, synthesise
-from lightning_modules.losses import masked_l1
+from lightning_modules.losses import masked_l1, masked_mse
 from lightning_modules.method import Pix2PixMethod
 from lightning_modules.networks import PatchDiscriminator, UNetGenerator
 from lightning_modules.pix2pix import Pix2Pix
@@ -182,3 +182,69 @@ def test_median_filter_option_adds_the_unfiltered_output():
 def test_bad_network_arguments_fail_at_construction():
     with pytest.raises(ValueError, match="downsamplings"):
         Pix2PixMethod({**SMALL_UNET, "downsamplings": 2}, SMALL_DISCRIMINATOR)
+
+
+# -- the GPU path's options, checked on the CPU -------------------------------------------------
+
+
+def one_step(**options) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """G's loss terms after one Lightning training iteration (D then G) from fixed weights and data,
+    and the generator's weights after it."""
+    torch.manual_seed(0)
+    arrays = network_inputs(head_subject(shape=(32, 32, 32)))
+    batch = {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+    system = Pix2Pix(
+        UNetGenerator(3, base_filters=4, downsamplings=5, dropout=False),
+        PatchDiscriminator(3, base_filters=4),
+        constant_iterations=2,
+        decay_iterations=0,
+        **options,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(system, train_dataloaders=DataLoader([batch], batch_size=None))
+    with torch.no_grad():
+        terms = system.generator_losses(batch, system.generator(system.source_channels(batch)))
+    weights = {k: v.detach().contiguous().clone() for k, v in system.generator.state_dict().items()}
+    return {k: float(v) for k, v in terms.items()}, weights
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"fused_adam": True}, {"channels_last": True}, {"compile": "eager"}],
+    ids=["fused_adam", "channels_last", "compile"],
+)
+def test_speed_options_train_to_the_same_weights_and_losses(options):
+    reference_terms, reference_weights = one_step(fused_adam=False, channels_last=False)
+    terms, weights = one_step(**options)
+    assert terms == pytest.approx(reference_terms, rel=1e-4, abs=1e-6)
+    assert weights.keys() == reference_weights.keys()  # compiled networks save under the same names
+    # Adam moves a weight by about the learning rate whatever its gradient's size, so a gradient that
+    # is zero up to rounding (summed in another order) may move it either way: 2 lr per step at most.
+    for name, value in weights.items():
+        torch.testing.assert_close(value, reference_weights[name], rtol=0, atol=2 * 2e-4 * 2)
+
+
+def test_speed_options_default_to_the_accelerator_and_are_applied():
+    system = Pix2Pix(UNetGenerator(3, base_filters=4, downsamplings=5), PatchDiscriminator(3, base_filters=4))
+    assert system.on_gpu_or(None) is False and system.memory_format == torch.contiguous_format  # on a CPU
+    optimisers, _ = system.configure_optimizers()
+    assert not optimisers[0].defaults["fused"]
+    fast = Pix2Pix(UNetGenerator(3, base_filters=4, downsamplings=5), PatchDiscriminator(3, base_filters=4),
+                   channels_last=True, fused_adam=True)  # fmt: skip
+    optimisers, _ = fast.configure_optimizers()
+    assert optimisers[0].defaults["fused"] and fast.memory_format == torch.channels_last_3d
+    weight = next(p for p in fast.generator.parameters() if p.dim() == 5 and p.shape[1] > 1)
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) and not weight.is_contiguous()
+
+
+def test_masked_losses_are_zero_on_an_empty_mask_and_keep_the_graph():
+    output = torch.tensor([[0.5, -0.5], [1.0, 0.0]], requires_grad=True)
+    target = torch.zeros(2, 2)
+    mask = torch.tensor([[True, True], [False, False]])
+    assert float(masked_l1(output, target, mask)) == pytest.approx(0.5)  # (0.5 + 0.5) / 2
+    assert float(masked_mse(output, target, mask)) == pytest.approx(0.25)
+    empty = masked_mse(output, target, torch.zeros(2, 2, dtype=torch.bool))
+    empty.backward()
+    assert float(empty) == 0 and output.grad is not None and float(output.grad.abs().sum()) == 0
