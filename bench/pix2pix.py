@@ -1,12 +1,15 @@
 """Pix2Pix speed: training steps, data loading, memory and inference. Prints numbers; not a test.
 
-    python bench/pix2pix.py                      # on a GPU: the paper's sizes
+    python bench/pix2pix.py                      # on a GPU: the paper's sizes, fits one 10-minute call
     python bench/pix2pix.py --size 64 --base-filters 16    # a CPU-sized run
 
 1. Seconds per training step (D step then G step with GAN + brain L1 + tumour MSE, through the
-   Lightning loop), batch 1, patch ``--size``^3, for the UNet-128 and ResNet-6 generators and each
-   precision; median over ``--steps`` steps after ``--warmup`` steps. Data here is a fixed
-   in-memory batch, so this is the network's cost alone. Peak GPU memory per configuration.
+   Lightning loop), batch 1, patch ``--size``^3, for the UNet-128 and ResNet-6 generators, each
+   precision and, for the last precision, with ``torch.compile`` too (``--compile``); median over
+   ``--steps`` steps after ``--warmup`` steps. Data here is a fixed in-memory batch, so this is the
+   network's cost alone. Beside each: the reference's H100 time where ``performance.md`` gives one
+   and its ratio to ours, the achieved TFLOP/s (the step's convolution FLOPs counted by PyTorch's
+   ``FlopCounterMode``, optimiser steps excluded) and the peak GPU memory.
 2. Training throughput with real data loading: phantom volumes decoded once into the cache, random
    patches from the TorchIO queue with ``--workers`` workers; samples per second and the share of
    each step spent waiting for the next batch.
@@ -31,6 +34,7 @@ from datamodules.nifti import load_volume, save_volume
 from datamodules.patches import PatchDataModule, cache_cases
 from datamodules.phantom import phantom_dataset
 from datamodules.splits import TRAIN
+from lightning_modules.losses import discriminator_loss
 from lightning_modules.method import Pix2PixMethod
 from lightning_modules.networks import PatchDiscriminator, ResNetGenerator, UNetGenerator
 from lightning_modules.pix2pix import Pix2Pix
@@ -38,6 +42,13 @@ from lightning_modules.pix2pix import Pix2Pix
 GENERATORS = {
     "unet": lambda filters: UNetGenerator(3, base_filters=filters, downsamplings=7),
     "resnet": lambda filters: ResNetGenerator(3, base_filters=filters, blocks=6),
+}
+#: The reference code's step on one H100 80GB at 128^3, batch 1 (shared/docs/performance.md).
+REFERENCE_H100_STEP = {
+    ("unet", "32"): 0.061,
+    ("unet", "bf16-mixed"): 0.042,
+    ("resnet", "32"): 0.317,
+    ("resnet", "bf16-mixed"): 0.36,
 }
 GENERATOR_CONFIGS = {
     "unet": {"_target_": "lightning_modules.networks.UNetGenerator", "downsamplings": 7},
@@ -70,8 +81,29 @@ class StepTimer(pl.Callback):
         self.steps.append(self._end - self._start)
 
 
-def system(generator: str, filters: int) -> Pix2Pix:
-    return Pix2Pix(GENERATORS[generator](filters), PatchDiscriminator(3, base_filters=filters), gamma_tumour=100)
+def system(generator: str, filters: int, compile: bool | str = False) -> Pix2Pix:
+    return Pix2Pix(
+        GENERATORS[generator](filters), PatchDiscriminator(3, base_filters=filters), gamma_tumour=100, compile=compile
+    )
+
+
+def step_flops(generator: str, filters: int, batch: dict[str, torch.Tensor], device: str) -> float:
+    """FLOPs of one training iteration's passes (G forward, D on a real and a fake pair, both
+    backward passes), counted by PyTorch on the real networks; the optimiser steps are left out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = system(generator, filters).to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    with FlopCounterMode(display=False) as counter:
+        sources, real = model.source_channels(batch), batch["t2"]
+        fake = model.generator(sources)
+        loss_d = discriminator_loss(
+            model.discriminator(torch.cat([sources, real], 1)),
+            model.discriminator(torch.cat([sources, fake.detach()], 1)),
+        )
+        loss_d.backward()
+        model.generator_losses(batch, fake)["total"].backward()
+    return float(counter.get_total_flops())
 
 
 def fixed_batch(size: int) -> dict[str, torch.Tensor]:
@@ -99,20 +131,36 @@ def trainer(steps: int, precision: str, callback: pl.Callback, accelerator: str)
 
 def bench_steps(args: argparse.Namespace, accelerator: str) -> None:
     print(f"\n## Training step, batch 1, {args.size}^3 patch, {args.base_filters} base filters (median s/step)")
-    print("| generator | precision | s/step | samples/s | peak GPU memory |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| generator | precision | compile | s/step | reference H100 | reference / ours | TFLOP/s | peak GPU memory |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    device = "cuda" if accelerator == "gpu" else "cpu"
     for generator in args.generators:
-        for precision in args.precisions:
+        flops = step_flops(generator, args.base_filters, fixed_batch(args.size), device)
+        runs = [(precision, False) for precision in args.precisions]
+        runs += [(args.precisions[-1], backend) for backend in args.compile]
+        for precision, backend in runs:
             timer = StepTimer()
             batches = [fixed_batch(args.size)] * (args.warmup + args.steps)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             trainer(args.warmup + args.steps, precision, timer, accelerator).fit(
-                system(generator, args.base_filters), DataLoader(batches, batch_size=None)
+                system(generator, args.base_filters, backend), DataLoader(batches, batch_size=None)
             )
             step = float(np.median(timer.steps[args.warmup :]))
             memory = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if torch.cuda.is_available() else "n/a"
-            print(f"| {generator} | {precision} | {step:.3f} | {1 / step:.1f} | {memory} |", flush=True)
+            reference = (
+                REFERENCE_H100_STEP.get((generator, precision))
+                if args.size == 128 and args.base_filters == 64
+                else None
+            )
+            compared = f"{reference:.3f} s | {reference / step:.2f}x" if reference else "n/a | n/a"
+            print(
+                f"| {generator} | {precision} | {backend or 'off'} | {step:.3f} | {compared} | "
+                f"{flops / step / 1e12:.3g} | {memory} |",
+                flush=True,
+            )
 
 
 def bench_loading(args: argparse.Namespace, accelerator: str, subjects: list[Subject]) -> None:
@@ -181,7 +229,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128 if gpu else 64, help="training patch side")
     parser.add_argument("--base-filters", type=int, default=64 if gpu else 16)
     parser.add_argument("--generators", nargs="+", default=["unet", "resnet"], choices=sorted(GENERATORS))
-    default_precisions = ["32", "16-mixed", "bf16-mixed"] if gpu else ["32"]
+    default_precisions = ["32", "bf16-mixed"] if gpu else ["32"]  # the two the reference was timed in
     parser.add_argument("--precisions", nargs="+", default=default_precisions)
     parser.add_argument("--steps", type=int, default=20 if gpu else 5)
     parser.add_argument("--warmup", type=int, default=5 if gpu else 2)
@@ -190,6 +238,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4 if gpu else 1)
     parser.add_argument("--inference-repeats", type=int, default=3 if gpu else 1)
     parser.add_argument("--skip", nargs="*", default=[], choices=["steps", "loading", "inference"])
+    parser.add_argument(
+        "--compile", nargs="*", default=["inductor"] if gpu else [], help="torch.compile backends to time as well"
+    )
     args = parser.parse_args()
     accelerator = "gpu" if gpu else "cpu"
     device = torch.cuda.get_device_name() if gpu else f"CPU, {torch.get_num_threads()} threads"
