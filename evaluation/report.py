@@ -22,8 +22,9 @@ import numpy as np
 
 from datamodules.atomic import atomic_write
 from datamodules.task import SynthesisTask
-from evaluation.scoring import LOWER_IS_BETTER, METRICS, format_value, summarise
-from evaluation.segmentation_metrics import HIGHER_IS_BETTER, SEGMENTATION_METRICS
+from evaluation.directions import lower_is_better
+from evaluation.scoring import METRICS, format_value, summarise
+from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
 ROLE_ORDER = ("test", "no_ground_truth", "validation")
 SEGMENTATION_REPORTED = ("dice_mean", "dice_WT", "dice_TC", "dice_ET", "hd95_mean", "hd95_WT", "dice_change_mean")
@@ -55,14 +56,6 @@ def label_in_run(method: str, run: Path, several_runs: bool) -> str:
 def family(label: str) -> str:
     """``pix2pix (gamma=0,...)`` -> ``pix2pix``; ``brainclustering_unfiltered (...)`` -> itself."""
     return label.split(" (")[0]
-
-
-def lower_is_better(metric: str) -> bool:
-    if metric in LOWER_IS_BETTER:
-        return LOWER_IS_BETTER[metric]
-    if metric.startswith(("dice_change", "hd95_change")):
-        return False
-    return not HIGHER_IS_BETTER.get(metric, False)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ METRICS = (
     "pct_mae_brain", "psnr_brain", "ssim_healthy", "ssim_tumour",
 )  # fmt: skip
 PRIMARY_METRIC = "pct_mse_brain"
-LOWER_IS_BETTER = {m: not m.startswith(("psnr", "ssim")) for m in METRICS}
 REGIONS = ("brain", "union")
 
 

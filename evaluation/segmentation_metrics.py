@@ -21,7 +21,6 @@ REGION_NAMES = ("WT", "TC", "ET")
 SEGMENTATION_METRICS = tuple(f"{metric}_{region}" for metric in ("dice", "hd95") for region in (*REGION_NAMES, "mean"))
 #: The columns of the printed summary table.
 SEGMENTATION_TABLE = ("dice_mean", "dice_WT", "dice_TC", "dice_ET", "hd95_mean", "hd95_WT")
-HIGHER_IS_BETTER = {metric: metric.startswith("dice") for metric in SEGMENTATION_METRICS}
 
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:

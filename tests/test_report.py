@@ -79,3 +79,15 @@ def test_the_report_names_the_task_of_its_runs(tmp_path):
     assert markdown.read_text().startswith("# MRI contrast synthesis: t1+t1ce+flair → t2 study report")
     fake_run(tmp_path / "runs" / "b", "bc", {"bc": [0.1, 0.2]})  # an older run: T1 -> T2
     assert collect([tmp_path / "runs"]).title == "t1+t1ce+flair -> t2; t1 -> t2"
+
+
+def test_one_table_says_which_way_each_metric_is_better():
+    import pytest
+
+    from evaluation.directions import lower_is_better
+
+    assert lower_is_better("pct_mse_brain") and lower_is_better("hd95_WT") and lower_is_better("pct_mae_brain")
+    assert not any(lower_is_better(m) for m in ("psnr_brain", "ssim_healthy", "dice_mean", "dice_change_mean"))
+    assert not lower_is_better("hd95_change_mean")  # real HD95 - method HD95: positive is better
+    with pytest.raises(KeyError, match="no direction known for metric 'new_metric'"):
+        lower_is_better("new_metric")
