@@ -152,6 +152,12 @@ def build(cfg: DictConfig, key: str) -> Any:
         raise
 
 
+def validation_cases(dataset: SynthesisDataset, modalities: Sequence[str]) -> list[Case]:
+    """The validation role's cases that have every one of ``modalities`` (the others cannot be used)."""
+    cases = dataset.cases_in(VALIDATION) if VALIDATION in dataset.split else []
+    return [case for case in cases if all(case.has(m) for m in modalities)]
+
+
 def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDataset, roles: Sequence[str]) -> int:
     """Check, from headers only, every file the run will read (training and validation cases with
     what the methods train on; predicted cases with what they read, their real T2 and segmentation
@@ -168,9 +174,8 @@ def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDatase
     if training:
         for case in dataset.cases_in(TRAIN):
             checked += dataset.check(case, training)
-        for case in dataset.cases_in(VALIDATION) if VALIDATION in dataset.split else []:
-            if all(case.has(m) for m in training):  # validation uses the cases that have them
-                checked += dataset.check(case, training)
+        for case in validation_cases(dataset, training):
+            checked += dataset.check(case, training)
     for role in roles:
         for case in dataset.cases_in(role):
             scored = [target] if target is not None and case.has(target) else []
@@ -187,13 +192,10 @@ def fit_methods(
         folder = run_dir / "model" if name == primary else run_dir / "baselines" / name
         modalities = method.training_modalities
         loader = functools.partial(dataset.load, modalities=modalities)
-        validation_cases = [
-            case
-            for case in (dataset.cases_in(VALIDATION) if VALIDATION in dataset.split else [])
-            if all(case.has(m) for m in modalities)
-        ]
         training = LazySubjects(loader, dataset.cases_in(TRAIN), description=f"Fitting {name}")
-        validation = LazySubjects(loader, validation_cases, description="Loading validation subjects")
+        validation = LazySubjects(
+            loader, validation_cases(dataset, modalities), description="Loading validation subjects"
+        )
         context = FitContext(
             validation=validation,
             workdir=folder,
