@@ -24,7 +24,7 @@ from lightning_modules.training import BRAIN_MARGIN
 from pipeline.contract import SynthesisMethod, TaskNotSupportedError
 from tests.conftest import make_volume
 from tests.test_pipeline import run
-from tests.test_pix2pix import SMALL_DISCRIMINATOR, SMALL_UNET, head_subject, untrained
+from tests.test_pix2pix import SMALL_DISCRIMINATOR, SMALL_UNET, as_batch, head_subject, untrained
 
 BRASYN = ("t1", "t1ce", "flair")
 
@@ -112,8 +112,7 @@ def test_a_multi_source_pix2pix_training_step_and_round_trip(tmp_path):
     subject = four_contrast_subject(shape=(32, 32, 32))
     method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, source=list(BRASYN), inference={"device": "cpu"})
     system = method.system()
-    arrays = network_inputs(subject, method.training_modalities)
-    batch = {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+    batch = as_batch(network_inputs(subject, method.training_modalities))
     fake = system.generator(system.source_channels(batch))
     terms = system.generator_losses(batch, fake)
     assert fake.shape == (1, 1, 32, 32, 32) and torch.isfinite(terms["total"])

@@ -121,11 +121,24 @@ def test_stochastic_inference_runs_in_training_mode_and_restores_eval():
     assert not generator.training
 
 
+def as_batch(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Network input arrays as a batch of one: {channel: (1, 1, *S)}."""
+    return {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+
+
+def fit_on_one_batch(system: Pix2Pix, batch: dict[str, torch.Tensor], iterations: int) -> pl.Trainer:
+    """``iterations`` Lightning training iterations (a D and a G optimiser step each) on ``batch``."""
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2 * iterations, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(system, train_dataloaders=DataLoader([batch] * iterations, batch_size=None))
+    return trainer
+
+
 def test_a_few_dozen_steps_overfit_one_pair():
     """Training through the Lightning loop (manual optimisation, D then G) lowers the brain L1."""
     torch.manual_seed(0)
-    arrays = network_inputs(head_subject(shape=(32, 32, 32)))
-    batch = {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+    batch = as_batch(network_inputs(head_subject(shape=(32, 32, 32))))
     system = Pix2Pix(
         UNetGenerator(3, base_filters=8, downsamplings=5, dropout=False),
         PatchDiscriminator(3, base_filters=4),
@@ -143,11 +156,7 @@ def test_a_few_dozen_steps_overfit_one_pair():
             return value
 
     before = brain_l1()
-    loader = DataLoader([batch] * 40, batch_size=None)
-    trainer = pl.Trainer(
-        accelerator="cpu", max_steps=80, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(system, train_dataloaders=loader)
+    trainer = fit_on_one_batch(system, batch, iterations=40)
     assert trainer.global_step == 80  # two optimiser steps (D, G) per iteration
     assert brain_l1() < 0.5 * before
 
@@ -191,8 +200,7 @@ def one_step(**options) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """G's loss terms after one Lightning training iteration (D then G) from fixed weights and data,
     and the generator's weights after it."""
     torch.manual_seed(0)
-    arrays = network_inputs(head_subject(shape=(32, 32, 32)))
-    batch = {k: torch.from_numpy(np.asarray(v))[None, None] for k, v in arrays.items()}
+    batch = as_batch(network_inputs(head_subject(shape=(32, 32, 32))))
     system = Pix2Pix(
         UNetGenerator(3, base_filters=4, downsamplings=5, dropout=False),
         PatchDiscriminator(3, base_filters=4),
@@ -200,10 +208,7 @@ def one_step(**options) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         decay_iterations=0,
         **options,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
-    )
-    trainer.fit(system, train_dataloaders=DataLoader([batch], batch_size=None))
+    fit_on_one_batch(system, batch, iterations=1)
     with torch.no_grad():
         terms = system.generator_losses(batch, system.generator(system.source_channels(batch)))
     weights = {k: v.detach().contiguous().clone() for k, v in system.generator.state_dict().items()}
