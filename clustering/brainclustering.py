@@ -168,8 +168,9 @@ ROW_FIELDS = ("tissue", "key", "value", "context")
 @dataclass(frozen=True)
 class TableRows:
     """Rows one training patient adds to the tables: tissue (the primary source's), key (primary
-    shade mean), value (target shade mean) and, with several sources, ``context``: the further
-    sources' tissues, (rows, sources - 1)."""
+    shade mean), value (the matched target shade's mean; with several sources, a combination's rows
+    hold the mean target of the shade's voxels in it) and ``context``: the further sources' levels,
+    (rows, sources - 1), all -1 on the single-source rows that serve as the fallback."""
 
     tissue: np.ndarray
     key: np.ndarray
@@ -333,8 +334,9 @@ def build_combination_tables(rows: TableRows, macro: int, sources: int) -> Combi
 def look_up_combinations(
     tables: CombinationTables, combination: np.ndarray, values: np.ndarray, macro: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each value looked up in the table of its longest combination prefix that has one: (result,
-    depth used per value, 1 meaning the primary tissue's table alone)."""
+    """Each value looked up in the table of its longest combination prefix that has one covering the
+    value (depth 1, the primary tissue's single-source table, always serves, clamped at its ends):
+    (result, depth used per value)."""
     result = np.zeros(values.shape)
     depth_used = np.zeros(values.shape, dtype=np.int64)
     for depth in range(len(tables), 0, -1):

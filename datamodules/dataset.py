@@ -59,9 +59,10 @@ class Subject:
         return self.reference.with_data(data)
 
     def replace(self, contrast: str, volume: Volume) -> Subject:
-        """A copy with ``contrast`` set to ``volume`` (e.g. a synthetic one), the brain mask kept."""
+        """A copy with ``contrast`` set to ``volume`` (e.g. a synthetic one); the brain mask, once
+        computed, is kept unless the anchor itself is replaced."""
         copy = Subject(self.case_id, {**self.volumes, contrast: volume}, self.segmentation, self.anchor)
-        if "brain" in self.__dict__:
+        if "brain" in self.__dict__ and contrast != self.anchor:
             copy.__dict__["brain"] = self.brain
         return copy
 
