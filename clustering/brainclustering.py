@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from clustering.kmeans import cluster_values, weighted_kmeans_1d
+from clustering.kmeans import cluster_distinct, distinct_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.preprocessing import bounding_box, brain_mask, median_per_axial_slice, percentile_scale, unit_scale
@@ -118,6 +118,19 @@ class Prepared:
     training_voxels: np.ndarray | None  # primary and target foreground (training only)
     query_voxels: np.ndarray
     others: tuple[np.ndarray, ...] = ()
+    #: The raw volumes the primary and target were computed from, voxel by voxel, when they hold
+    #: integers (None otherwise): they let the clusterings count distinct values instead of sorting.
+    primary_keys: np.ndarray | None = None
+    target_keys: np.ndarray | None = None
+
+
+def integer_keys(data: np.ndarray) -> np.ndarray | None:
+    """A raw volume as :class:`Prepared`'s keys: itself if it holds integers, else None."""
+    return data if data.dtype.kind in "iub" else None
+
+
+def keys_at(keys: np.ndarray | None, voxels: np.ndarray) -> np.ndarray | None:
+    return None if keys is None else keys[voxels]
 
 
 # -- clustering and matching ---------------------------------------------------------------------
@@ -132,10 +145,12 @@ class LeveledClustering:
     means: np.ndarray  # (macro, micro) mean intensity of each shade; NaN when empty
 
 
-def leveled_clustering(values: np.ndarray, macro: int, micro: int) -> LeveledClustering:
+def leveled_clustering(values: np.ndarray, macro: int, micro: int, keys: np.ndarray | None = None) -> LeveledClustering:
     """Exact k-means with ``macro`` clusters, then with ``micro`` clusters inside each, on the distinct
-    values weighted by their counts (labels ordered by intensity at both levels)."""
-    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    values weighted by their counts (labels ordered by intensity at both levels); ``keys``: the raw
+    integer intensities behind the values, if any (:func:`~clustering.kmeans.distinct_values`)."""
+    found = distinct_values(values, keys)
+    distinct, inverse, counts = found.values, found.inverse, found.counts
     tissue = weighted_kmeans_1d(distinct, counts, macro).labels
     shade = np.zeros(distinct.size, dtype=np.int64)
     means = np.full((macro, micro), np.nan)
@@ -191,9 +206,18 @@ class TableRows:
         return TableRows(*(np.concatenate([getattr(p, f) for p in parts]) for f in ROW_FIELDS))
 
 
-def patient_rows(t1: np.ndarray, t2: np.ndarray, macro: int, micro: int, skip_disjoint: bool) -> TableRows:
-    """The table rows of one patient from the T1 and T2 values of the same voxels (training steps 1-3)."""
-    c1, c2 = leveled_clustering(t1, macro, micro), leveled_clustering(t2, macro, micro)
+def patient_rows(
+    t1: np.ndarray,
+    t2: np.ndarray,
+    macro: int,
+    micro: int,
+    skip_disjoint: bool,
+    t1_keys: np.ndarray | None = None,
+    t2_keys: np.ndarray | None = None,
+) -> TableRows:
+    """The table rows of one patient from the T1 and T2 values of the same voxels (training steps 1-3);
+    the keys: the raw integer intensities behind the values, if any (:func:`leveled_clustering`)."""
+    c1, c2 = leveled_clustering(t1, macro, micro, t1_keys), leveled_clustering(t2, macro, micro, t2_keys)
     return matched_rows(c1, c2, macro, micro, skip_disjoint)
 
 
@@ -228,12 +252,20 @@ MIN_COMBINATION_SHARE = 0.001
 
 
 def multisource_patient_rows(
-    primary: np.ndarray, other_levels: Sequence[np.ndarray], target: np.ndarray, macro: int, micro: int
+    primary: np.ndarray,
+    other_levels: Sequence[np.ndarray],
+    target: np.ndarray,
+    macro: int,
+    micro: int,
+    primary_keys: np.ndarray | None = None,
+    target_keys: np.ndarray | None = None,
 ) -> TableRows:
     """The table rows of one patient with several sources (see the module docstring), from the
     primary source's and the target's values of the same voxels and the further sources' levels
-    there: the single-source rows (context -1, the fallback) and each combination's rows."""
-    c1, c2 = leveled_clustering(primary, macro, micro), leveled_clustering(target, macro, micro)
+    there: the single-source rows (context -1, the fallback) and each combination's rows. The keys
+    as :func:`patient_rows`'."""
+    c1 = leveled_clustering(primary, macro, micro, primary_keys)
+    c2 = leveled_clustering(target, macro, micro, target_keys)
     single = matched_rows(c1, c2, macro, micro, skip_disjoint=True)
     parts = [TableRows(single.tissue, single.key, single.value, np.full((single.tissue.size, len(other_levels)), -1))]
     combination = np.column_stack([c1.macro, *other_levels]).astype(np.int64)
@@ -429,17 +461,22 @@ class BrainClustering(SynthesisMethod):
     def prepare(self, subject: Subject, with_target: bool) -> Prepared:
         """Put a subject on the method's scales (see the two settings)."""
         primary_data = subject[self.contrasts.primary].data
+        target_data = subject[self.target].data if with_target else None
+        keys = {
+            "primary_keys": integer_keys(primary_data),
+            "target_keys": integer_keys(target_data) if with_target else None,
+        }
         if self.setting == "reference":
             primary = reference_t1(primary_data)
-            target = reference_t2(subject[self.target].data) if with_target else None
+            target = reference_t2(target_data) if with_target else None
             training = (primary > 0) & (target > 0) if with_target else None
-            return Prepared(primary, target, training, primary != 0)
+            return Prepared(primary, target, training, primary != 0, **keys)
         brain = subject.brain
         primary = percentile_scale(primary_data, brain).astype(np.float64)
         others = tuple(median_scale(subject[c].data, brain) for c in self.source[1:])
-        target = unit_scale(subject[self.target].data, brain).astype(np.float64) if with_target else None
+        target = unit_scale(target_data, brain).astype(np.float64) if with_target else None
         training = brain & brain_mask(subject[self.target]) if with_target else None
-        return Prepared(primary, target, training, brain, others)
+        return Prepared(primary, target, training, brain, others, **keys)
 
     def source_levels(self, prepared: Prepared, voxels: np.ndarray) -> list[np.ndarray]:
         """Each further source's level (0 = darkest) at ``voxels``: the nearest of the centroids
@@ -477,6 +514,8 @@ class BrainClustering(SynthesisMethod):
                 self.macro,
                 self.micro_per_tissue,
                 skip_disjoint=self.setting == "paper",
+                t1_keys=keys_at(prepared.primary_keys, voxels),
+                t2_keys=keys_at(prepared.target_keys, voxels),
             )
         return multisource_patient_rows(
             prepared.primary[voxels],
@@ -484,6 +523,8 @@ class BrainClustering(SynthesisMethod):
             prepared.target[voxels],
             self.macro,
             self.micro_per_tissue,
+            primary_keys=keys_at(prepared.primary_keys, voxels),
+            target_keys=keys_at(prepared.target_keys, voxels),
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
@@ -563,16 +604,19 @@ class BrainClustering(SynthesisMethod):
         tables = self._tables_for(prepared)
         query = prepared.query_voxels
         values = prepared.primary[query]
-        tissue = cluster_values(values, self.macro).labels
+        distinct = distinct_values(values, keys_at(prepared.primary_keys, query))
+        tissue = cluster_distinct(distinct, self.macro).labels  # per distinct value
         if self.multisource:
-            combination = np.column_stack([tissue, *self.source_levels(prepared, query)])
+            combination = np.column_stack([tissue[distinct.inverse], *self.source_levels(prepared, query)])
             synthetic, _ = look_up_combinations(tables, combination, values, self.macro)
-        else:
-            synthetic = np.zeros(values.shape)
+        else:  # the voxels of one value get one result: look up the distinct values only
+            through_origin = self.setting == "reference"
+            per_value = np.zeros(distinct.values.shape)
             for t in range(self.macro):
                 selected = tissue == t
                 keys, table_values = tables.table(t)
-                synthetic[selected] = look_up(keys, table_values, values[selected], self.setting == "reference")
+                per_value[selected] = look_up(keys, table_values, distinct.values[selected], through_origin)
+            synthetic = per_value[distinct.inverse]
         unfiltered = np.zeros(prepared.primary.shape, dtype=np.float32)
         unfiltered[query] = synthetic
         return unfiltered, median_per_axial_slice(unfiltered, inside=query)

@@ -129,14 +129,67 @@ def weighted_kmeans_1d(values: np.ndarray, weights: np.ndarray, k: int) -> Clust
     return Clustering1D(labels, totals / counts, float(cost))
 
 
-def cluster_values(values: np.ndarray, k: int) -> Clustering1D:
-    """Optimal k-means of raw values (one point each), through their distinct values and counts."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    if distinct.size > MAX_DISTINCT:
-        low, high = distinct[0], distinct[-1]
+@dataclass(frozen=True)
+class DistinctValues:
+    """``np.unique(values, return_inverse=True, return_counts=True)``: the sorted distinct values,
+    each value's index among them and how often each occurs."""
+
+    values: np.ndarray
+    inverse: np.ndarray
+    counts: np.ndarray
+
+
+def distinct_values(values: np.ndarray, keys: np.ndarray | None = None) -> DistinctValues:
+    """The distinct values of ``values`` (raveled), as ``np.unique`` finds them by sorting.
+
+    ``keys``, optional, are integers, one per value, equal only where the values are equal: the raw
+    integer intensities that a scaled volume was computed from voxel by voxel. With them the values
+    are grouped by counting the keys (linear time) instead of sorting millions of floats; an
+    elementwise map may still send several keys to one value (clipping does), so those are merged.
+    Keys that break the rule (two equal keys, different values) are ignored: the values are sorted.
+    """
+    values = np.asarray(values).ravel()
+    if keys is None or keys.dtype.kind not in "iub" or values.size == 0:
+        distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+        return DistinctValues(distinct, inverse.ravel(), counts)
+    keys = np.asarray(keys).ravel()
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if span > 4 * keys.size:  # sparse keys: counting would cost more than sorting
+        return distinct_values(values)
+    offsets = keys.astype(np.intp) - low  # in the keys' own type, the difference could overflow
+    key_counts = np.bincount(offsets, minlength=span)
+    value_of_key = np.zeros(span, dtype=values.dtype)
+    value_of_key[offsets] = values
+    if not np.array_equal(value_of_key[offsets], values):
+        return distinct_values(values)
+    present = np.flatnonzero(key_counts)
+    distinct, merged = np.unique(value_of_key[present], return_inverse=True)
+    distinct_of_key = np.zeros(span, dtype=np.intp)
+    distinct_of_key[present] = merged
+    counts = np.bincount(merged, weights=key_counts[present], minlength=distinct.size).astype(np.int64)
+    return DistinctValues(distinct, distinct_of_key[offsets], counts)
+
+
+def cluster_distinct(distinct: DistinctValues, k: int) -> Clustering1D:
+    """Optimal k-means of the values that ``distinct`` describes; the labels are those of the
+    distinct values (index them with ``distinct.inverse`` for every value's)."""
+    values, inverse, counts = distinct.values.astype(np.float64), None, distinct.counts
+    if values.size > MAX_DISTINCT:
+        low, high = values[0], values[-1]
         levels = np.rint((values - low) / (high - low) * (MAX_DISTINCT - 1))
-        distinct, inverse, counts = np.unique(levels, return_inverse=True, return_counts=True)
-        distinct = low + distinct * (high - low) / (MAX_DISTINCT - 1)
-    result = weighted_kmeans_1d(distinct, counts, k)
+        levels, inverse = np.unique(levels, return_inverse=True)
+        counts = np.bincount(inverse, weights=counts, minlength=levels.size)
+        values = low + levels * (high - low) / (MAX_DISTINCT - 1)
+    result = weighted_kmeans_1d(values, counts, k)
+    if inverse is None:
+        return result
     return Clustering1D(result.labels[inverse], result.centroids, result.cost)
+
+
+def cluster_values(values: np.ndarray, k: int, keys: np.ndarray | None = None) -> Clustering1D:
+    """Optimal k-means of raw values (one point each), through their distinct values and counts
+    (``keys``: as :func:`distinct_values`)."""
+    distinct = distinct_values(np.asarray(values, dtype=np.float64), keys)
+    result = cluster_distinct(distinct, k)
+    return Clustering1D(result.labels[distinct.inverse], result.centroids, result.cost)

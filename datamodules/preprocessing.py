@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 from scipy import ndimage
 
 from datamodules.nifti import InvalidInputError, Volume
+
+#: Threads that share the median filter (one per core).
+PARALLEL_PARTS = os.cpu_count() or 1
 
 BRAIN_MASK_RULE = (
     "border-background: background = median of the volume's six faces; brain = voxels differing from it "
@@ -97,28 +103,49 @@ def bounding_box(volume: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     return tuple(box)
 
 
-@numba.njit(cache=True)
-def _median_3x3_per_slice(volume):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True)
+def _column_sorted(volume, first, last):  # pragma: no cover - compiled
+    """For rows first..last-1: each voxel's three neighbours along axis 0 (edges replicated),
+    sorted: (low, middle, high) volumes."""
     size_x, size_y, size_z = volume.shape
-    filtered = np.empty_like(volume)
-    window = np.empty(9, dtype=volume.dtype)
-    for x in range(size_x):
+    low = np.empty((last - first, size_y, size_z), dtype=volume.dtype)
+    middle = np.empty_like(low)
+    high = np.empty_like(low)
+    for x in range(first, last):
+        above, below = volume[max(x - 1, 0)], volume[min(x + 1, size_x - 1)]
         for y in range(size_y):
             for z in range(size_z):
-                count = 0
-                for dx in range(-1, 2):
-                    xx = min(max(x + dx, 0), size_x - 1)
-                    for dy in range(-1, 2):
-                        yy = min(max(y + dy, 0), size_y - 1)
-                        value = volume[xx, yy, z]
-                        position = count  # insertion sort: nine values
-                        while position > 0 and window[position - 1] > value:
-                            window[position] = window[position - 1]
-                            position -= 1
-                        window[position] = value
-                        count += 1
-                filtered[x, y, z] = window[4]
-    return filtered
+                a, b, c = above[y, z], volume[x, y, z], below[y, z]
+                if a > b:
+                    a, b = b, a
+                if b > c:
+                    b, c = c, b
+                if a > b:
+                    a, b = b, a
+                low[x - first, y, z], middle[x - first, y, z], high[x - first, y, z] = a, b, c
+    return low, middle, high
+
+
+@numba.njit(cache=True, inline="always")
+def _median_of_3(a, b, c):  # pragma: no cover - compiled
+    return max(min(a, b), min(max(a, b), c))
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_3x3(volume, filtered, first, last):  # pragma: no cover - compiled
+    """Rows first..last-1 of the per-slice 3x3 median: with the window's three columns (along
+    axis 0) each sorted, the median of the nine is the median of (the largest low, the median
+    middle, the smallest high)."""
+    size_y, size_z = volume.shape[1], volume.shape[2]
+    low, middle, high = _column_sorted(volume, first, last)
+    for x in range(last - first):
+        for y in range(size_y):
+            left, right = max(y - 1, 0), min(y + 1, size_y - 1)
+            for z in range(size_z):
+                largest_low = max(low[x, left, z], low[x, y, z], low[x, right, z])
+                median_middle = _median_of_3(middle[x, left, z], middle[x, y, z], middle[x, right, z])
+                smallest_high = min(high[x, left, z], high[x, y, z], high[x, right, z])
+                filtered[first + x, y, z] = _median_of_3(largest_low, median_middle, smallest_high)
 
 
 def median_per_axial_slice(volume: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
@@ -131,8 +158,13 @@ def median_per_axial_slice(volume: np.ndarray, inside: np.ndarray | None = None)
     neighbourhood is all zero, so the result equals filtering the whole volume.
     """
     box = bounding_box(volume, margin=1)
+    region = np.ascontiguousarray(volume[box])
+    result = np.empty_like(region)
+    edges = np.linspace(0, region.shape[0], PARALLEL_PARTS + 1).astype(int)
+    with ThreadPoolExecutor(PARALLEL_PARTS) as pool:  # the compiled kernel releases the GIL
+        list(pool.map(lambda part: _median_3x3(region, result, edges[part], edges[part + 1]), range(PARALLEL_PARTS)))
     filtered = np.zeros_like(volume)
-    filtered[box] = _median_3x3_per_slice(np.ascontiguousarray(volume[box]))
+    filtered[box] = result
     if inside is not None:
         filtered[~inside] = 0
     return filtered

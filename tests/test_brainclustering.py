@@ -11,9 +11,9 @@ from clustering.brainclustering import (
     match_labels,
     patient_rows,
 )
-from clustering.kmeans import cluster_values, weighted_kmeans_1d
+from clustering.kmeans import cluster_values, distinct_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
-from datamodules.preprocessing import median_per_axial_slice
+from datamodules.preprocessing import median_per_axial_slice, percentile_scale
 from pipeline.contract import SynthesisMethod
 
 
@@ -39,6 +39,48 @@ def test_weighted_kmeans_by_hand_and_with_more_clusters_than_points():
     small = weighted_kmeans_1d(np.array([1.0, 2.0]), np.array([1, 1]), 4)
     np.testing.assert_array_equal(small.labels, [0, 1])
     assert np.isnan(small.centroids[2:]).all()
+
+
+def assert_same_distinct(found, values):
+    expected = np.unique(values, return_inverse=True, return_counts=True)
+    for got, wanted in zip((found.values, found.inverse, found.counts), expected, strict=True):
+        np.testing.assert_array_equal(got, wanted)
+
+
+def test_distinct_values_by_counting_keys_equal_numpy_unique():
+    """int16 keys over the type's whole range (their difference overflows int16) and a scale that
+    clips, so that several keys share one value."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(-32768, 32767, size=4000).astype(np.int16)
+    raw[:10] = [-32768, 32767, 0, 0, 5, 5, 5, -1, -1, 100]
+    mask = np.ones(raw.shape, dtype=bool)
+    scaled = percentile_scale(raw, mask, lower=5, upper=90).astype(np.float64)
+    found = distinct_values(scaled, keys=raw)
+    assert_same_distinct(found, scaled)
+    assert found.counts[-1] == (scaled == 1.0).sum() > 1  # the clipped keys merged into one value
+
+
+def test_distinct_values_without_usable_keys_sorts():
+    values = np.array([0.5, 0.25, 0.5, 1.0])
+    assert_same_distinct(distinct_values(values), values)
+    assert_same_distinct(distinct_values(values, keys=values), values)  # float keys: ignored
+    assert_same_distinct(distinct_values(values, keys=np.array([1, 1, 1, 2])), values)  # 1 holds two values
+    np.testing.assert_array_equal(cluster_values(values, 2, keys=np.array([2, 1, 2, 3])).labels, [0, 0, 0, 1])
+
+
+def test_integer_and_float_scans_give_the_same_model_and_prediction(tiny_phantom):
+    """The same intensities stored as int16 (distinct values counted) and as float32 (sorted)."""
+    subjects = phantom_subjects(tiny_phantom)
+    as_float = [
+        Subject(s.case_id, {c: v.with_data(v.data.astype(np.float32)) for c, v in s.volumes.items()}) for s in subjects
+    ]
+    assert subjects[0]["t1"].data.dtype.kind == "i"
+    for setting, micro in (("paper", 5), ("reference", 15)):
+        counted = BrainClustering(macro=3, micro=micro, setting=setting).fit(subjects[1:])
+        sorted_ = BrainClustering(macro=3, micro=micro, setting=setting).fit(as_float[1:])
+        for name, array in counted.state().items():
+            np.testing.assert_array_equal(array, sorted_.state()[name], err_msg=name)
+        np.testing.assert_array_equal(counted.predict(subjects[0]).data, sorted_.predict(as_float[0]).data)
 
 
 def test_hungarian_matching_maximises_overlap():
@@ -76,6 +118,18 @@ def test_median_filter_equals_a_per_slice_3x3_median():
     volume = np.zeros((12, 11, 5), np.float32)
     volume[3:9, 2:8, 1:4] = rng.random((6, 6, 3))
     expected = np.stack([ndimage.median_filter(volume[:, :, z], size=3, mode="nearest") for z in range(5)], axis=2)
+    np.testing.assert_array_equal(median_per_axial_slice(volume), expected)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 5])
+def test_median_filter_with_ties_at_the_edges_split_among_threads(monkeypatch, parts):
+    """Integer values (many ties) reaching every face, so the whole field is filtered, cut into
+    ``parts`` slabs (more than its 3 rows at 5)."""
+    import datamodules.preprocessing as preprocessing
+
+    monkeypatch.setattr(preprocessing, "PARALLEL_PARTS", parts)
+    volume = np.random.default_rng(1).integers(1, 4, size=(3, 7, 4)).astype(np.float32)
+    expected = np.stack([ndimage.median_filter(volume[:, :, z], size=3, mode="nearest") for z in range(4)], axis=2)
     np.testing.assert_array_equal(median_per_axial_slice(volume), expected)
 
 
