@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,17 +19,14 @@ import torch
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import from_network_scale, network_inputs
-from datamodules.preprocessing import bounding_box, median_per_axial_slice
+from datamodules.preprocessing import median_per_axial_slice
 from lightning_modules.inference import synthesise
 from lightning_modules.pix2pix import Pix2Pix
-from lightning_modules.training import BRAIN_MARGIN, LightningSettings, build_network, plain, prepare_data, train
+from lightning_modules.training import LightningMethod, build_network, load_weights, plain, weights_as_arrays
 from pipeline.contract import FitContext, SynthesisMethod
 
-#: Lightning counts optimiser steps: each training iteration steps D and then G.
-OPTIMISER_STEPS_PER_ITERATION = 2
 
-
-class Pix2PixMethod(LightningSettings, SynthesisMethod):
+class Pix2PixMethod(LightningMethod, SynthesisMethod):
     """The paper's Pix2Pix as a synthesis method (see :class:`lightning_modules.pix2pix.Pix2Pix`).
 
     Args:
@@ -54,6 +50,8 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         fused_adam, channels_last, compile: training speed only (the same losses to rounding), see
             :class:`lightning_modules.pix2pix.Pix2Pix`; ``None``: on a GPU.
     """
+
+    steps_per_iteration = 2  # a D step, then a G step
 
     def __init__(
         self,
@@ -138,38 +136,19 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
-        workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "pix2pix"
         inputs = functools.partial(network_inputs, contrasts=self.training_modalities)
-        purpose = f"pix2pix {self.contrasts}"
-        data = prepare_data(subjects, context.validation, workdir, self.data, self.spatial_dims, inputs, purpose)
-        system = train(
-            self.system,
-            data,
-            workdir,
-            self.trainer,
-            iterations=self.iterations,
-            steps_per_iteration=OPTIMISER_STEPS_PER_ITERATION,
-            checkpoint_every_steps=self.checkpoint_every * OPTIMISER_STEPS_PER_ITERATION,
-            validate_every_batches=self.validate_every,
-            logger=context.logger,
-            seed=self.seed,
-        )
+        system = self.train_system(subjects, context.validation, context, inputs, f"pix2pix {self.contrasts}")
         self.generator_: torch.nn.Module = system.generator.cpu()
 
     # -- inference -------------------------------------------------------------------------------
 
     def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
-        """The generator's target on the unit scale, 0 outside the brain."""
-        brain = subject.brain
-        box = bounding_box(brain, BRAIN_MARGIN)
-        arrays = network_inputs(subject, self.source)
-        sources = np.stack([arrays[contrast][box] for contrast in self.source])
+        """The generator's target on the unit scale, 0 outside the brain (the reference reset the
+        background from the T1 too)."""
+        crop = self.on_brain(subject, network_inputs(subject, self.source), self.source)
         self.generator_.to(self.device)
-        output = synthesise(self.generator_, sources, self.spatial_dims, self.inference_settings, self.device)
-        synthetic = np.zeros(brain.shape, dtype=np.float32)
-        synthetic[box] = from_network_scale(output)
-        synthetic[~brain] = 0  # the reference reset the background from the T1 too
-        return synthetic
+        output = synthesise(self.generator_, crop.images, self.spatial_dims, self.inference_settings, self.device)
+        return crop.placed(from_network_scale(output), np.float32)
 
     def _predict(self, subject: Subject) -> Volume:
         return self.predict_all(subject)[""]
@@ -187,8 +166,7 @@ class Pix2PixMethod(LightningSettings, SynthesisMethod):
     # -- persistence -----------------------------------------------------------------------------
 
     def state(self) -> dict[str, np.ndarray]:
-        return {name: tensor.detach().cpu().numpy() for name, tensor in self.generator_.state_dict().items()}
+        return weights_as_arrays(self.generator_)
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.generator_ = self.build("generator")
-        self.generator_.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})
+        self.generator_ = load_weights(self.build("generator"), arrays)

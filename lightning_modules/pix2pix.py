@@ -24,19 +24,10 @@ from lightning_modules.losses import (
     masked_mse,
 )
 from lightning_modules.panels import log_panel
+from lightning_modules.schedules import linear_decay
 
 TumourLoss = Literal["masked_output", "masked_input"]
 TUMOUR_LOSSES = ("masked_output", "masked_input")
-
-
-def linear_decay(constant_iterations: int, decay_iterations: int):
-    """The reference's ``linear`` policy per iteration: factor 1 for ``constant_iterations``, then
-    1 - (i - constant) / (decay + 1), reaching 0 after the decay."""
-
-    def factor(iteration: int) -> float:
-        return max(0.0, 1.0 - max(0, iteration - constant_iterations) / (decay_iterations + 1))
-
-    return factor
 
 
 class Pix2Pix(pl.LightningModule):
@@ -181,13 +172,12 @@ class Pix2Pix(pl.LightningModule):
         self.manual_backward(loss_d)
         discriminator_optimiser.step()
 
-        # Generator step with the discriminator frozen.
-        self.discriminator.requires_grad_(False)
-        terms = self.generator_losses(batch, fake)
-        generator_optimiser.zero_grad(set_to_none=True)
-        self.manual_backward(terms["total"])
-        generator_optimiser.step()
-        self.discriminator.requires_grad_(True)
+        # Generator step with the discriminator frozen (and unfrozen again even if the step fails).
+        with self.toggled_optimizer(generator_optimiser):
+            terms = self.generator_losses(batch, fake)
+            generator_optimiser.zero_grad(set_to_none=True)
+            self.manual_backward(terms["total"])
+            generator_optimiser.step()
 
         for scheduler in self.lr_schedulers():
             scheduler.step()

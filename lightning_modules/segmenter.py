@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,12 +17,11 @@ from torch import nn
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import segmentation_inputs
-from datamodules.preprocessing import bounding_box
 from evaluation.segmentation_metrics import dice
 from lightning_modules.inference import InferenceSettings, infer
 from lightning_modules.losses import soft_dice_loss
-from lightning_modules.pix2pix import linear_decay
-from lightning_modules.training import BRAIN_MARGIN, LightningSettings, build_network, plain, prepare_data, train
+from lightning_modules.schedules import linear_decay
+from lightning_modules.training import LightningMethod, build_network, load_weights, plain, weights_as_arrays
 from pipeline.contract import FitContext, SegmentationMethod
 
 
@@ -83,7 +81,7 @@ class Segmenter(pl.LightningModule):
         self.log("val/dice_whole_tumour", dice(predicted, target), batch_size=1, sync_dist=True)
 
 
-class SegmenterMethod(LightningSettings, SegmentationMethod):
+class SegmenterMethod(LightningMethod, SegmentationMethod):
     """The segmenter behind the method contract: ``fit`` trains on the training cases that have a
     segmentation; ``predict`` returns a label map in the data set's convention (int16, the T1's
     geometry, background outside the brain).
@@ -127,11 +125,21 @@ class SegmenterMethod(LightningSettings, SegmentationMethod):
     def build(self, classes: int) -> nn.Module:
         return build_network(self.network, spatial_dims=3, in_channels=len(self.modalities), out_channels=classes)
 
+    def system(self) -> Segmenter:
+        """A new LightningModule with a freshly initialised network (the label values must be known)."""
+        return Segmenter(
+            self.build(len(self.label_values_)),
+            self.modalities,
+            self.learning_rate,
+            self.weight_decay,
+            self.iterations,
+            inference=self.inference_settings,
+        )
+
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         if context.labels is None:
             raise ValueError("the segmenter needs the data set's label convention (FitContext.labels)")
         self.label_values_ = np.array([0, *sorted(context.labels.labels)], dtype=np.int64)
-        workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / "segmenter"
         with_labels = [s for s in subjects if s.segmentation is not None]
         if not with_labels:
             raise ValueError("no training case has a segmentation")
@@ -139,50 +147,19 @@ class SegmenterMethod(LightningSettings, SegmentationMethod):
             segmentation_inputs, label_values=self.label_values_.tolist(), modalities=self.modalities
         )
         validation = [s for s in context.validation if s.segmentation is not None]
-        data = prepare_data(
-            with_labels, validation, workdir, self.data, 3, inputs, f"segmentation-{context.labels.name}"
-        )
-        system = train(
-            lambda: Segmenter(
-                self.build(len(self.label_values_)),
-                self.modalities,
-                self.learning_rate,
-                self.weight_decay,
-                self.iterations,
-                inference=self.inference_settings,
-            ),
-            data,
-            workdir,
-            self.trainer,
-            iterations=self.iterations,
-            steps_per_iteration=1,
-            checkpoint_every_steps=self.checkpoint_every,
-            validate_every_batches=self.validate_every,
-            logger=context.logger,
-            seed=self.seed,
-        )
+        system = self.train_system(with_labels, validation, context, inputs, f"segmentation-{context.labels.name}")
         self.network_ = system.network.cpu()
 
     def _predict(self, subject: Subject) -> Volume:
-        brain = subject.brain
-        box = bounding_box(brain, BRAIN_MARGIN)
         arrays = segmentation_inputs(subject, self.label_values_.tolist(), self.modalities)
-        images = np.stack([arrays[m][box] for m in self.modalities])
+        crop = self.on_brain(subject, arrays, self.modalities)
         self.network_.to(self.device)
-        logits = infer(self.network_, images, 3, self.inference_settings, self.device)
-        labels = np.zeros(brain.shape, dtype=np.int16)
-        labels[box] = self.label_values_[logits.argmax(0)]
-        labels[~brain] = 0
-        return subject.volume_like(labels)
+        logits = infer(self.network_, crop.images, 3, self.inference_settings, self.device)
+        return subject.volume_like(crop.placed(self.label_values_[logits.argmax(0)], np.int16))
 
     def state(self) -> dict[str, np.ndarray]:
-        weights = {f"network.{k}": v.detach().cpu().numpy() for k, v in self.network_.state_dict().items()}
-        return {"label_values": self.label_values_, **weights}
+        return {"label_values": self.label_values_, **weights_as_arrays(self.network_, prefix="network.")}
 
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.label_values_ = arrays["label_values"]
-        self.network_ = self.build(len(self.label_values_))
-        prefix = "network."
-        self.network_.load_state_dict(
-            {k[len(prefix) :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
-        )
+        self.network_ = load_weights(self.build(len(self.label_values_)), arrays, prefix="network.")

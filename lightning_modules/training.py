@@ -1,5 +1,5 @@
-"""What the neural methods share when they train: the cached patch data and the Lightning Trainer
-with periodic checkpoints, validation and resuming."""
+"""What the neural methods share: the base of the methods trained with Lightning, the cached patch
+data and the Lightning Trainer with periodic checkpoints, validation and resuming."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
@@ -18,9 +19,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
+from datamodules.preprocessing import bounding_box
 from datamodules.progress import Progress
 from lightning_modules.inference import InferenceSettings
 from pipeline.cli import RunInterruptedError
+from pipeline.contract import FitContext
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.
 BRAIN_MARGIN = 4
@@ -41,12 +44,26 @@ def build_network(config: Mapping[str, Any], **arguments: Any) -> torch.nn.Modul
     return network_class(**arguments, **options)
 
 
-class LightningSettings:
-    """The settings every neural method takes besides its own, stored as given (they are
-    constructor arguments, hence hyper-parameters): ``data`` (DataModule arguments and
-    ``cache_dir``), ``trainer`` (``pytorch_lightning.Trainer`` arguments), ``inference``
+class LightningMethod:
+    """What the methods trained with Lightning share: their common settings, fitting through the
+    Trainer on cached patches, running a network on a subject's brain, and keeping weights as arrays.
+
+    The settings besides a method's own are stored as given (they are constructor arguments, hence
+    hyper-parameters): ``data`` (DataModule arguments and ``cache_dir``), ``trainer``
+    (``pytorch_lightning.Trainer`` arguments), ``inference``
     (:class:`lightning_modules.inference.InferenceSettings` fields and ``device``), the checkpoint
-    and validation intervals in iterations, and the seed."""
+    and validation intervals in iterations, and the seed. A subclass provides ``system()`` (a new
+    LightningModule with freshly drawn weights), ``iterations``, ``spatial_dims`` and, for a GAN,
+    ``steps_per_iteration``.
+    """
+
+    #: Lightning counts optimiser steps: a GAN's training iteration steps D and then G.
+    steps_per_iteration: int = 1
+    spatial_dims: int = 3
+    iterations: int
+
+    def system(self) -> pl.LightningModule:
+        raise NotImplementedError
 
     def store_lightning_settings(
         self,
@@ -72,6 +89,66 @@ class LightningSettings:
         if device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(device)
+
+    def train_system(
+        self,
+        training: Sequence[Subject],
+        validation: Sequence[Subject],
+        context: FitContext,
+        inputs: Inputs,
+        purpose: str,
+    ) -> pl.LightningModule:
+        """Cache the subjects' network inputs and train a new :meth:`system` on them (:func:`train`),
+        in ``context.workdir`` (default: a folder named after the class in the current directory)."""
+        workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / type(self).__name__.lower()
+        data = prepare_data(training, validation, workdir, self.data, self.spatial_dims, inputs, purpose)
+        return train(
+            self.system,
+            data,
+            workdir,
+            self.trainer,
+            iterations=self.iterations,
+            steps_per_iteration=self.steps_per_iteration,
+            checkpoint_every_steps=self.checkpoint_every * self.steps_per_iteration,
+            validate_every_batches=self.validate_every,
+            logger=context.logger,
+            seed=self.seed,
+        )
+
+    @staticmethod
+    def on_brain(subject: Subject, arrays: Mapping[str, np.ndarray], channels: Sequence[str]) -> BrainCrop:
+        """The ``channels`` of ``arrays`` stacked, cropped to the subject's brain (plus
+        :data:`BRAIN_MARGIN`): what a network sees of a volume at inference."""
+        box = bounding_box(subject.brain, BRAIN_MARGIN)
+        return BrainCrop(np.stack([arrays[channel][box] for channel in channels]), box, subject.brain)
+
+
+@dataclass(frozen=True)
+class BrainCrop:
+    """A network's input channels on a subject's brain box, and where that box lies."""
+
+    images: np.ndarray  # (channels, *box)
+    box: tuple[slice, ...]
+    brain: np.ndarray
+
+    def placed(self, output: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
+        """``output`` on the box put back into a zeroed volume, kept only inside the brain."""
+        volume = np.zeros(self.brain.shape, dtype=dtype)
+        volume[self.box] = output
+        volume[~self.brain] = 0
+        return volume
+
+
+def weights_as_arrays(network: torch.nn.Module, prefix: str = "") -> dict[str, np.ndarray]:
+    return {f"{prefix}{name}": tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
+
+
+def load_weights(network: torch.nn.Module, arrays: Mapping[str, np.ndarray], prefix: str = "") -> torch.nn.Module:
+    """``network`` with the weights of :func:`weights_as_arrays` (the entries starting with ``prefix``)."""
+    network.load_state_dict(
+        {name[len(prefix) :]: torch.from_numpy(array) for name, array in arrays.items() if name.startswith(prefix)}
+    )
+    return network
 
 
 class IterationProgress(pl.Callback):

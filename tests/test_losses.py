@@ -7,7 +7,8 @@ import torch
 
 from lightning_modules.losses import discriminator_loss, generator_adversarial_loss, masked_l1, masked_mse
 from lightning_modules.networks import PatchDiscriminator, UNetGenerator
-from lightning_modules.pix2pix import Pix2Pix, linear_decay
+from lightning_modules.pix2pix import Pix2Pix
+from lightning_modules.schedules import linear_decay
 
 
 def test_masked_l1_averages_over_the_mask_only():
