@@ -24,22 +24,18 @@ their changes against the real-target run, go to ``segmentation_metrics.csv`` an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from datamodules.dataset import SynthesisDataset
-from datamodules.nifti import InvalidInputError, is_nifti, load_volume, strip_nifti_suffix
-from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 from datamodules.task import CONTRASTS, SynthesisTask
-from evaluation.report import label_in_run
+from evaluation.folders import score_folders
+from evaluation.run_folder import RunFolder
 from evaluation.scoring import (
-    METRICS,
     PRIMARY_METRIC,
-    score_prediction,
     summarise,
     summary_table,
     write_rows_csv,
@@ -47,76 +43,7 @@ from evaluation.scoring import (
 from evaluation.segmentation import CommandSegmenter, evaluate_synthetic, prediction_files
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE
 from pipeline.cli import ConfigError, bad_input_exits
-from pipeline.contract import METHOD_FILE, SegmentationMethod, load_from_run
-
-#: What may follow a case id in a prediction's file name.
-CASE_SEPARATORS = ("_", "-", ".")
-
-
-def match_case(stem: str, case_ids: set[str]) -> str | None:
-    """The case a file stem names: the id itself, or the longest id followed by a separator."""
-    if stem in case_ids:
-        return stem
-    prefixes = [c for c in case_ids if any(stem.startswith(c + separator) for separator in CASE_SEPARATORS)]
-    return max(prefixes, key=len) if prefixes else None
-
-
-def task_of_run(folders: list[Path]) -> SynthesisTask | None:
-    """The task of the run whose ``predictions/`` folder the first PREDICTIONS folder is (or is in)."""
-    for folder in (folders[0], *folders[0].parents):
-        description = folder / "model" / METHOD_FILE
-        if description.is_file():
-            hyperparameters = json.loads(description.read_text()).get("hyperparameters", {})
-            if "target" in hyperparameters:
-                return SynthesisTask.of(hyperparameters["source"], hyperparameters["target"])
-            return None
-    return None
-
-
-def image_rows(
-    folders: list[Path], dataset: SynthesisDataset, output: Path, region: str, task: SynthesisTask
-) -> list[dict]:
-    role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
-    rows = []
-    unscored: set[str] = set()
-    seen: set[tuple[str, str]] = set()
-    for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti(p) and output not in p.parents)
-        matched = [(p, match_case(strip_nifti_suffix(p.name), set(dataset.cases))) for p in files]
-        matched = [(p, c) for p, c in matched if c is not None]
-        if not matched:
-            example = next(iter(dataset.cases))
-            found = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "") or "no NIfTI file"
-            raise InvalidInputError(
-                folder,
-                f"no file named after a case of {dataset.root}: expected <case>.nii.gz or <case> followed by "
-                f"one of {' '.join(CASE_SEPARATORS)} (e.g. {example}.nii.gz, {example}-{task.target}.nii.gz); "
-                f"found {found}",
-            )
-        for path, case_id in track(matched, f"Scoring {len(matched)} file(s) in {folder}"):
-            case = dataset.cases[case_id]
-            subject = dataset.load(case, [task.primary, *([task.target] if case.has(task.target) else [])])
-            parts = path.parent.relative_to(folder).parts
-            if parts and parts[-1] in dataset.split:
-                parts = parts[:-1]
-            method = label_in_run("/".join(parts) or folder.name, folder.parent, len(folders) > 1)
-            if (method, case_id) in seen:
-                continue
-            seen.add((method, case_id))
-            prediction = load_volume(path)
-            if subject.get(task.target) is None:  # the same rule as train.py: listed, counted, n/a scores
-                scores = dict.fromkeys(METRICS)
-                unscored.add(case_id)
-            else:
-                scores = score_prediction(prediction, subject, task.target, region)
-            rows.append({"method": method, "role": role_of.get(case_id, "unassigned"), "case_id": case_id, **scores})
-    if unscored:
-        print(
-            f"warning: {len(unscored)} case(s) have no real {task.target.upper()} to score against; "
-            f"listed with n/a scores: {', '.join(sorted(unscored))}",
-            file=sys.stderr,
-        )
-    return rows
+from pipeline.contract import SegmentationMethod, load_from_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or args.predictions[0] / "evaluation"
     console = Console(width=None if sys.stdout.isatty() else 160)
     with bad_input_exits():
-        from_run = task_of_run(args.predictions) or SynthesisTask()
+        run = RunFolder.holding(args.predictions[0])
+        from_run = run.task if run is not None else SynthesisTask()
         try:
             source = args.source.split(",") if args.source else from_run.sources
             task = SynthesisTask.of(source, args.target or from_run.target)
@@ -150,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             args.data_root, args.layout, args.label_convention, args.split_file, write_split=False
         )
         if not args.skip_image_metrics:
-            rows = image_rows(args.predictions, dataset, output, args.region, task)
+            rows = score_folders(args.predictions, dataset, task, args.region, skip=output)
             summary = summarise(rows)
-            write_rows_csv(rows, output / "metrics.csv")
-            write_json_atomic(
-                {"primary_metric": PRIMARY_METRIC, "task": str(task), "summary": summary}, output / "summary.json"
-            )
-            console.print(summary_table(summary, title=f"{task}: " + ", ".join(map(str, args.predictions))))
+            evaluation = RunFolder(output)  # the same file names as a run's
+            evaluation.write_metrics(rows)
+            evaluation.write_summary({"primary_metric": PRIMARY_METRIC, "task": str(task), "summary": summary})
+            title = f"{task}: " + ", ".join(map(str, args.predictions))
+            console.print(summary_table(summary, title=title, width=console.width))
         if args.segmenter or args.segmenter_command:
             segmenter = (
                 load_from_run(args.segmenter, SegmentationMethod)
@@ -169,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             write_rows_csv(rows, output / "segmentation_metrics.csv")
             write_json_atomic({"task": str(task), "summary": summary}, output / "segmentation_summary.json")
             title = f"segmentation with each {task.target} (real and synthetic)"
-            console.print(summary_table(summary, title=title, metrics=SEGMENTATION_TABLE))
+            console.print(summary_table(summary, title=title, metrics=SEGMENTATION_TABLE, width=console.width))
     return 0
 
 

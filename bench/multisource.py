@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.run_folder import RunFolder
+
 REPOSITORY = Path(__file__).resolve().parents[1]
 SOURCES = {"t1": "[t1]", "t1+t1ce+flair": "[t1,t1ce,flair]"}
 METHODS = {"brainclustering": ("model=brainclustering",), "pix2pix": ("+experiment=pix2pix_cpu",)}
@@ -40,7 +42,7 @@ def command(*arguments: str, log: Path) -> None:
 
 
 def train(run_dir: Path, *arguments: str) -> Path:
-    if not (run_dir / "summary.json").exists():
+    if not RunFolder(run_dir).finished:
         command("train.py", *arguments, "logger=none", f"hydra.run.dir={run_dir}", log=run_dir.with_suffix(".log"))
     return run_dir
 
@@ -85,12 +87,12 @@ def main() -> int:
     for method, arguments in methods.items():
         for sources, value in SOURCES.items():
             reused = {"brainclustering": "quick_start", "pix2pix": "pix2pix_cpu"}[method]
-            if sources == "t1" and args.reuse_phantom_t1 and (args.reuse_phantom_t1 / reused / "summary.json").exists():
+            if sources == "t1" and args.reuse_phantom_t1 and RunFolder(args.reuse_phantom_t1 / reused).finished:
                 run_dir = args.reuse_phantom_t1.resolve() / reused
             else:
                 run_dir = train(out / f"phantom_{method}_{sources}", *arguments, f"source={value}")
             phantom_runs[method, sources] = run_dir
-            rows.append(("phantom test", sources, method, means(run_dir / "metrics.csv", "test")))
+            rows.append(("phantom test", sources, method, means(RunFolder(run_dir).metrics_file, "test")))
 
     print("real: train on one case, predict the other", flush=True)
     for train_case in cases:
@@ -112,7 +114,8 @@ def main() -> int:
                     f"data.root={real_root}",
                     f"data.split_file={split}",
                 )
-                rows.append((f"{train_case} -> {test_case}", sources, method, means(run_dir / "metrics.csv", "test")))
+                scores = means(RunFolder(run_dir).metrics_file, "test")
+                rows.append((f"{train_case} -> {test_case}", sources, method, scores))
 
     print("phantom-trained, predicting each real case", flush=True)
     for (method, sources), run_dir in phantom_runs.items():

@@ -12,7 +12,6 @@ Each table is printed under the command that made it, the commit and the machine
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -22,6 +21,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from evaluation.run_folder import RunFolder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ROLES = ("test", "no_ground_truth", "validation")
@@ -95,13 +96,10 @@ def mean_sd(value: dict[str, Any] | None) -> str:
 
 def summaries(folder: Path) -> dict[str, list[dict[str, Any]]]:
     """Run label -> its summary entries, for a run folder or a sweep folder of run folders."""
-    if (folder / "summary.json").exists():
-        return {"": json.loads((folder / "summary.json").read_text())["summary"]}
-    return {
-        job.name: json.loads((job / "summary.json").read_text())["summary"]
-        for job in sorted(folder.iterdir())
-        if (job / "summary.json").exists()
-    }
+    if RunFolder(folder).finished:
+        return {"": RunFolder(folder).read_summary()["summary"]}
+    jobs = [RunFolder(job) for job in sorted(folder.iterdir())]
+    return {job.name: job.read_summary()["summary"] for job in jobs if job.finished}
 
 
 def roles_table(entries: list[dict[str, Any]], primary: str) -> list[str]:

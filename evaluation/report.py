@@ -9,10 +9,7 @@ image and segmentation metrics of one model meet in one row.
 
 from __future__ import annotations
 
-import csv
-import functools
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +20,8 @@ import numpy as np
 from datamodules.atomic import atomic_write
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
-from evaluation.scoring import METRICS, format_value, summarise
+from evaluation.run_folder import RunFolder, find_runs
+from evaluation.scoring import METRICS, format_value, read_rows_csv, summarise
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
 ROLE_ORDER = ("test", "no_ground_truth", "validation")
@@ -38,17 +36,10 @@ def method_label(method: str, run_name: str, several_runs: bool) -> str:
     return f"{method} ({run_name})"
 
 
-@functools.cache
-def run_model(run: Path) -> str:
-    """The primary model of a run directory (from its ``summary.json``), or "" if unknown."""
-    summary = run / "summary.json"
-    return json.loads(summary.read_text()).get("model", "") if summary.exists() else ""
-
-
-def label_in_run(method: str, run: Path, several_runs: bool) -> str:
+def label_in_run(method: str, run: RunFolder, several_runs: bool) -> str:
     """A method's label in a report over runs: the run's own model (and its extra outputs such as
     ``_unfiltered``) carries the run's folder name; baselines fitted inside a run do not."""
-    model = run_model(run)
+    model = run.model_name
     own = not model or method == model or method.startswith(f"{model}_")
     return method_label(method, run.name, several_runs and own)
 
@@ -58,46 +49,49 @@ def family(label: str) -> str:
     return label.split(" (")[0]
 
 
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(newline="") as stream:
-        for row in csv.DictReader(stream):
-            parsed: dict[str, Any] = {}
-            for key, value in row.items():
-                if key in ("method", "role", "case_id", "reference", "degenerate"):
-                    parsed[key] = value
-                else:
-                    parsed[key] = float(value) if value not in ("", None) else None
-            rows.append(parsed)
-    return rows
-
-
-def find_runs(folders: Sequence[Path]) -> list[Path]:
-    """Run directories (holding ``summary.json`` and ``metrics.csv``) under the given folders."""
-    runs = []
-    for folder in folders:
-        candidates = (
-            [folder] if (folder / "summary.json").exists() else sorted(p.parent for p in folder.rglob("summary.json"))
-        )
-        runs += [run for run in candidates if (run / "metrics.csv").exists() and "evaluation" not in run.parts]
-    return list(dict.fromkeys(runs))
-
-
-def run_task(run: Path) -> SynthesisTask:
-    """The task a run's ``summary.json`` records (runs made before tasks existed did T1 -> T2)."""
-    task = json.loads((run / "summary.json").read_text()).get("task")
-    return SynthesisTask.of(task["source"], task["target"]) if task else SynthesisTask()
-
-
 @dataclass
 class Study:
     """Per-case rows of image metrics and of segmentation metrics, by method label."""
 
     image_rows: list[dict[str, Any]] = field(default_factory=list)
     segmentation_rows: list[dict[str, Any]] = field(default_factory=list)
-    runs: list[Path] = field(default_factory=list)
+    runs: list[RunFolder] = field(default_factory=list)
     case_files: dict[str, dict[str, Path]] = field(default_factory=dict)  # label -> case -> prediction file
     tasks: list[SynthesisTask] = field(default_factory=list)  # of the runs, each once
+    run_numbers: dict[str, int] = field(default_factory=dict)  # a run's own label -> its run's number (from 1)
+    sources: dict[str, list[RunFolder]] = field(default_factory=dict)  # label -> the runs that hold it
+
+    def short(self, label: str) -> str:
+        """The label shown in tables and figures: ``pix2pix #3`` for ``pix2pix (<run 3's folder>)``;
+        the runs' legend (:meth:`legend`) says which folder each number is."""
+        number = self.run_numbers.get(label)
+        return label if number is None else f"{family(label)} #{number}"
+
+    def legend(self) -> list[list[str]]:
+        """Rows (number, run folder, model, path) of the runs whose methods are labelled by number."""
+        numbered = sorted(set(self.run_numbers.values()))
+        return [
+            [f"#{k}", self.runs[k - 1].name, self.runs[k - 1].model_name or "?", str(self.runs[k - 1].path)]
+            for k in numbered
+        ]
+
+    def merges(self) -> list[str]:
+        """What :func:`collect` merged, and why, one sentence each."""
+        sentences = []
+        for label, runs in self.sources.items():
+            if len(runs) < 2:
+                continue
+            if label in self.run_numbers:  # two runs with one folder name: the same settings
+                sentences.append(
+                    f"{self.short(label)}: {len(runs)} runs have the same settings (folder {runs[0].name}: "
+                    f"{', '.join(str(r.path) for r in runs)}); only the first one's cases are kept."
+                )
+            else:
+                sentences.append(
+                    f"{label}: fitted in {len(runs)} runs on the same data; its cases are kept once, from "
+                    f"{runs[0].path}."
+                )
+        return sentences
 
     @property
     def title(self) -> str:
@@ -121,21 +115,24 @@ def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = 
     study = Study(runs=find_runs(run_folders))
     several = len(study.runs) > 1
     seen: set[tuple[str, str, str]] = set()
-    for run in study.runs:
-        task = run_task(run)
-        if task not in study.tasks:
-            study.tasks.append(task)
-        for row in read_csv(run / "metrics.csv"):
+    for number, run in enumerate(study.runs, start=1):
+        if run.task not in study.tasks:
+            study.tasks.append(run.task)
+        for row in run.read_metrics():
             label = label_in_run(row["method"], run, several)
+            if label != row["method"]:
+                study.run_numbers.setdefault(label, number)
+            if run not in study.sources.setdefault(label, []):
+                study.sources[label].append(run)
             if (label, row["role"], row["case_id"]) in seen:
                 continue
             seen.add((label, row["role"], row["case_id"]))
             study.image_rows.append({**row, "method": label})
-            prediction = run / "predictions" / row["method"] / row["role"] / f"{row['case_id']}.nii.gz"
+            prediction = run.prediction(row["method"], row["role"], row["case_id"])
             study.case_files.setdefault(label, {})[row["case_id"]] = prediction
     for folder in segmentation_folders:
         path = folder / "segmentation_metrics.csv" if folder.is_dir() else folder
-        study.segmentation_rows += read_csv(path)
+        study.segmentation_rows += read_rows_csv(path)
     return study
 
 
@@ -144,18 +141,47 @@ def roles_in(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [role for role in ROLE_ORDER if role in present] + sorted(present - set(ROLE_ORDER))
 
 
+def selection_role(summary: list[dict[str, Any]]) -> str | None:
+    """The role models are selected on: validation (as the paper), else test, else None; a role
+    counts only with a score (cases without the real target have none)."""
+    roles = {
+        entry["role"]
+        for entry in summary
+        if any(isinstance(value, dict) and value.get("mean") is not None for value in entry.values())
+    }
+    return next((role for role in ("validation", "test") if role in roles), None)
+
+
+def selection_note(summary: list[dict[str, Any]]) -> str:
+    """How :func:`best_on_validation` picked its models, in a sentence for the report."""
+    role = selection_role(summary)
+    if role == "validation":
+        cases = max(entry["cases"] for entry in summary if entry["role"] == role)
+        return (
+            f"Each model is selected on the validation split ({cases} case{'s' * (cases != 1)}), as the paper does, "
+            "and shown with its test mean."
+        )
+    if role == "test":
+        return (
+            "There are no validation cases, so each model is selected on the test split itself: "
+            "its test mean is optimistic."
+        )
+    return "No model could be selected: there are no validation or test scores."
+
+
 def best_on_validation(summary: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, str]]:
     """For each metric, the method with the best validation mean (as the paper selects its models)
-    and that method's test mean; the test role decides when there is no validation role."""
+    and that method's test mean; the test role decides when there is no validation role
+    (:func:`selection_role`)."""
     by_role: dict[str, dict[str, dict[str, Any]]] = {}
     for entry in summary:
         by_role.setdefault(entry["role"], {})[entry["method"]] = entry
-    selection_role = "validation" if "validation" in by_role else "test"
+    role = selection_role(summary) or "test"
     choices = []
     for metric in metrics:
         candidates = [
             (entry[metric]["mean"], method)
-            for method, entry in by_role.get(selection_role, {}).items()
+            for method, entry in by_role.get(role, {}).items()
             if not method.startswith(REAL_PREFIX) and entry.get(metric) and entry[metric]["mean"] is not None
         ]
         if not candidates:
@@ -166,7 +192,7 @@ def best_on_validation(summary: list[dict[str, Any]], metrics: Sequence[str]) ->
             {
                 "metric": metric,
                 "best method": method,
-                f"{selection_role} mean": format_value(by_role[selection_role][method][metric]),
+                f"{role} mean": format_value(by_role[role][method][metric]),
                 "test mean ± sd": format_value(test) if test else "n/a",
             }
         )
@@ -186,14 +212,16 @@ def box_plots(rows: Sequence[dict[str, Any]], metrics: Sequence[str], role: str,
     methods = list(dict.fromkeys(row["method"] for row in rows if row["role"] == role))
     if not methods:
         return None
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4 + 0.45 * len(methods) * len(metrics), 4.5), squeeze=False)
-    for axis, metric in zip(axes[0], metrics, strict=True):
+    # One panel per metric, stacked, so that the width grows with the methods only.
+    width = max(6.0, 1.5 + 0.32 * len(methods))
+    figure, axes = plt.subplots(len(metrics), 1, figsize=(width, 1.4 + 3.6 * len(metrics)), squeeze=False)
+    for axis, metric in zip(axes[:, 0], metrics, strict=True):
         values = [
             [row[metric] for row in rows if row["method"] == m and row["role"] == role and row.get(metric) is not None]
             for m in methods
         ]
         axis.boxplot([v if v else [np.nan] for v in values])
-        axis.set_xticks(range(1, len(methods) + 1), methods, rotation=60, ha="right", fontsize=7)
+        axis.set_xticks(range(1, len(methods) + 1), methods, rotation=50, ha="right", fontsize=8)
         axis.set_title(metric, fontsize=9)
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"{title} ({role})", fontsize=10)
@@ -267,7 +295,7 @@ def summary_rows(summary: list[dict[str, Any]], role: str, metrics: Sequence[str
 def best_of_each_family(summary: list[dict[str, Any]], metric: str = "pct_mse_brain") -> list[str]:
     """The best method of each family on the validation split (test without one), e.g. the best
     Pix2Pix and the best BrainClustering, plus every method that is alone in its family."""
-    role = "validation" if any(e["role"] == "validation" for e in summary) else "test"
+    role = selection_role(summary)
     best: dict[str, tuple[float, str]] = {}
     for entry in summary:
         mean = entry.get(metric, {}).get("mean")
@@ -341,18 +369,30 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
     """Tables, figures and the best model per metric; figures are written under ``output/figures``."""
     target = study.target.upper()
     document = Document(f"MRI contrast synthesis: {study.title.replace('->', '→')} study report")
-    document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run) for run in study.runs))
+    legend = study.legend()
+    if legend:
+        document.paragraph(
+            f"{len(study.runs)} runs. A run's own model is labelled by the run's number "
+            f"({study.short(next(iter(study.run_numbers)))}); its folder name holds the settings it overrides:"
+        )
+        document.table(["run", "folder (overrides)", "model", "path"], legend)
+    else:
+        document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run.path) for run in study.runs))
+    for sentence in study.merges():
+        document.paragraph("Merged: " + sentence)
     image_summary = summarise(study.image_rows, metrics=list(METRICS))
     for role in roles_in(study.image_rows):
         document.heading(f"Image metrics, {role} (mean ± sd over cases)")
-        document.table(["method", "n", *METRICS], summary_rows(image_summary, role, METRICS))
-    document.heading("Best model per metric, selected on the validation split")
+        document.table(["method", "n", *METRICS], shortened(summary_rows(image_summary, role, METRICS), study))
+    document.heading("Best model per metric")
+    document.paragraph(selection_note(image_summary))
     choices = best_on_validation(image_summary, METRICS)
     if choices:
-        document.table(list(choices[0]), [list(c.values()) for c in choices])
+        document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
     figures = output / "figures"
     test_role = "test" if "test" in roles_in(study.image_rows) else roles_in(study.image_rows)[0]
-    plot = box_plots(study.image_rows, ("pct_mse_brain", "pct_mse_tumour"), test_role, figures / "mse.png", "MSE")
+    shown = [{**row, "method": study.short(row["method"])} for row in study.image_rows]
+    plot = box_plots(shown, ("pct_mse_brain", "pct_mse_tumour"), test_role, figures / "mse.png", "MSE")
     if plot:
         document.image(plot, f"MSE in the brain and in the tumour per method ({test_role}; the paper's Figure 6)")
 
@@ -367,27 +407,34 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
             )
             document.table(
                 ["method", "n", *SEGMENTATION_REPORTED],
-                summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED),
+                shortened(summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED), study),
             )
-        document.heading("Best model per segmentation metric, selected on the validation split")
+        document.heading("Best model per segmentation metric")
+        document.paragraph(selection_note(segmentation_summary))
         choices = best_on_validation(segmentation_summary, ("dice_mean", "hd95_mean"))
         if choices:
-            document.table(list(choices[0]), [list(c.values()) for c in choices])
+            document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
         role = "test" if "test" in roles_in(study.segmentation_rows) else roles_in(study.segmentation_rows)[0]
-        plot = box_plots(
-            study.segmentation_rows, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation"
-        )
+        shown = [{**row, "method": study.short(row["method"])} for row in study.segmentation_rows]
+        plot = box_plots(shown, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation")
         if plot:
             document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
 
     if gallery_volumes:
-        path = gallery(**gallery_volumes, path=figures / "gallery.png", target=study.target)
+        synthetic = {study.short(name): volume for name, volume in gallery_volumes["synthetic"].items()}
+        volumes = gallery_volumes | {"synthetic": synthetic}
+        path = gallery(**volumes, path=figures / "gallery.png", target=study.target)
         document.image(
             path,
             f"Mid-slices: the sources, real {target} and each family's best {target}, tumour outlined "
             "(the paper's Figure 4)",
         )
     return document
+
+
+def shortened(rows: list[list[str]], study: Study, column: int = 0) -> list[list[str]]:
+    """Table rows with the method labels of ``column`` shortened (:meth:`Study.short`)."""
+    return [[*row[:column], study.short(row[column]), *row[column + 1 :]] for row in rows]
 
 
 def write_report(document: Document, output: Path) -> tuple[Path, Path]:

@@ -165,6 +165,24 @@ def write_rows_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
+#: Columns of a rows CSV that hold text; every other column holds numbers (empty: None).
+TEXT_COLUMNS = ("method", "role", "case_id", "reference", "degenerate")
+
+
+def read_rows_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows written by :func:`write_rows_csv`, with numbers as floats and empty cells as None."""
+    rows = []
+    with path.open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            rows.append(
+                {
+                    key: value if key in TEXT_COLUMNS else float(value) if value not in ("", None) else None
+                    for key, value in row.items()
+                }
+            )
+    return rows
+
+
 def format_value(statistic: dict[str, Any]) -> str:
     if statistic["mean"] is None:
         return "n/a"
@@ -174,15 +192,49 @@ def format_value(statistic: dict[str, Any]) -> str:
     return text + (f"±{statistic['sd']:.{digits}f}" if statistic["sd"] is not None else "")
 
 
-def summary_table(summary: Sequence[dict[str, Any]], title: str, metrics: Sequence[str] | None = None) -> Any:
-    """A rich Table of the summary: one row per method and role."""
+#: The image metrics a console table shows.
+TABLE_METRICS = ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy", "ssim_tumour")
+
+
+def summary_table(
+    summary: Sequence[dict[str, Any]], title: str, metrics: Sequence[str] | None = None, width: int = 80
+) -> Any:
+    """The summary as rich tables, one row per method and role, that fit in ``width`` columns: the
+    metrics are split among as many tables as that takes, each repeating the method and role."""
+    from rich.console import Group
     from rich.table import Table
 
-    metrics = metrics or ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy", "ssim_tumour")
-    table = Table(title=title, caption=f"brain mask: {BRAIN_MASK_RULE}", caption_justify="left")
-    for column in ("method", "role", "n", *metrics):
-        header = column.replace("_", " ", 1) if column in metrics else column
-        table.add_column(header, justify="left" if column in ("method", "role") else "right")
-    for entry in summary:
-        table.add_row(entry["method"], entry["role"], str(entry["cases"]), *(format_value(entry[m]) for m in metrics))
-    return table
+    metrics = list(
+        metrics or ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy", "ssim_tumour")
+    )
+    cells = [[format_value(entry[m]) for m in metrics] for entry in summary]
+    identity = ("method", "role", "n")
+    keys = ("method", "role", "cases")
+    longest = [max([len(c), *(len(str(e[k])) for e in summary)]) for c, k in zip(identity, keys, strict=True)]
+    longest[0] = min(longest[0], max(20, width // 4))  # a longer method label folds onto a second line
+    identity_width = sum(length + 3 for length in longest)
+    metric_widths = [max([len(m), *(len(row[i]) for row in cells)]) + 3 for i, m in enumerate(metrics)]
+    groups: list[list[int]] = [[]]
+    used = identity_width
+    for index, metric_width in enumerate(metric_widths):
+        if groups[-1] and used + metric_width > width - 1:
+            groups.append([])
+            used = identity_width
+        groups[-1].append(index)
+        used += metric_width
+    tables = []
+    for part, indices in enumerate(groups):
+        table = Table(title=title if part == 0 else None)
+        for column in identity:
+            table.add_column(
+                column,
+                justify="right" if column == "n" else "left",
+                overflow="fold",
+                max_width=longest[0] if column == "method" else None,
+            )
+        for index in indices:
+            table.add_column(metrics[index], justify="right")
+        for entry, row in zip(summary, cells, strict=True):
+            table.add_row(entry["method"], entry["role"], str(entry["cases"]), *(row[i] for i in indices))
+        tables.append(table)
+    return Group(*tables, f"brain mask: {BRAIN_MASK_RULE}")

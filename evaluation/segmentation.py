@@ -21,6 +21,7 @@ from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, save_volume
 from datamodules.progress import track
 from evaluation.report import label_in_run
+from evaluation.run_folder import RunFolder
 from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
 
 MODALITIES = ("t1", "t1ce", "t2", "flair")
@@ -137,7 +138,7 @@ def prediction_files(folders: Sequence[Path], dataset: SynthesisDataset) -> dict
         if not folder.is_dir():
             raise InvalidInputError(folder, "predictions folder not found")
         for method_folder in sorted(p for p in folder.iterdir() if p.is_dir()):
-            method = label_in_run(method_folder.name, folder.parent, len(folders) > 1)
+            method = label_in_run(method_folder.name, RunFolder(folder.parent), len(folders) > 1)
             for path in sorted(method_folder.glob("*/*.nii*")):
                 case_id = path.name.split(".nii")[0]
                 if case_id in dataset.cases:

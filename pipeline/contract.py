@@ -31,6 +31,7 @@ from datamodules.nifti import InvalidInputError, Volume
 from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 from datamodules.task import SynthesisTask
+from evaluation.run_folder import RunFolder
 
 METHOD_FILE = "method.json"
 STATE_FILE = "state.npz"
@@ -163,7 +164,7 @@ def load_from_run(run: str | Path, kind: type[Method] = Method) -> Method:
             where a synthesis model is needed).
     """
     run = Path(run)
-    for folder in (run, run / "model"):
+    for folder in (run, RunFolder(run).model):
         if (folder / METHOD_FILE).exists():
             try:
                 return kind.load(folder)

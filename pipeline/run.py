@@ -1,23 +1,13 @@
 """One experiment, the same for every method: fit on the training split, predict every other role,
 write one NIfTI per subject, score it, write ``metrics.csv`` and ``summary.json``, print a table, log.
 
-Run directory layout::
-
-    <run>/.hydra/config.yaml          resolved configuration (Hydra)
-    <run>/split.json                  the split used
-    <run>/model/                      the fitted method (method.json, state.npz)
-    <run>/baselines/<name>/           each baseline, fitted the same way
-    <run>/predictions/<method>/<role>/<case>.nii.gz
-    <run>/metrics.csv                 one row per method, role and case
-    <run>/summary.json                mean, sd and n of every metric per method and role
+The run folder's layout: :mod:`evaluation.run_folder`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import shutil
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,7 +25,8 @@ from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
 from datamodules.nifti import InvalidInputError, Volume, save_volume
 from datamodules.progress import track
-from datamodules.splits import TRAIN, VALIDATION, save_split, write_json_atomic
+from datamodules.splits import TRAIN, VALIDATION, save_split
+from evaluation.run_folder import RunFolder
 from evaluation.scoring import (
     METRICS,
     PRIMARY_METRIC,
@@ -43,7 +34,6 @@ from evaluation.scoring import (
     score_prediction,
     summarise,
     summary_table,
-    write_rows_csv,
 )
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS, SEGMENTATION_TABLE, score_segmentation
 from pipeline.cli import ConfigError, RunInterruptedError
@@ -99,7 +89,7 @@ def predict_and_score(
     methods: Mapping[str, Method],
     dataset: SynthesisDataset,
     roles: Sequence[str],
-    output: Path,
+    run: RunFolder,
     region: str = "brain",
 ) -> list[dict[str, Any]]:
     """Predict every case of ``roles`` with every method (each case is read once), write the
@@ -113,7 +103,7 @@ def predict_and_score(
         for method_name, method in methods.items():
             for suffix, prediction in method.predict_all(subject).items():
                 name = f"{method_name}_{suffix}" if suffix else method_name
-                save_volume(prediction, output / name / role / f"{case.case_id}.nii.gz", prediction.data.dtype)
+                save_volume(prediction, run.prediction(name, role, case.case_id), prediction.data.dtype)
                 scores = score(method, prediction, subject, dataset.labels, region)
                 if scores is None:  # listed and counted, with n/a scores
                     scores = dict.fromkeys(SEGMENTATION_METRICS if method.task == "segmentation" else METRICS)
@@ -184,12 +174,12 @@ def check_before_fitting(methods: Mapping[str, Method], dataset: SynthesisDatase
 
 
 def fit_methods(
-    methods: Mapping[str, Method], dataset: SynthesisDataset, run_dir: Path, primary: str, logger: Any = None
+    methods: Mapping[str, Method], dataset: SynthesisDataset, run: RunFolder, primary: str, logger: Any = None
 ) -> None:
     """Fit each method on the training split (validating on the validation split, for the methods
     that do) and save it: the primary to ``model/``, baselines to ``baselines/<name>``."""
     for name, method in methods.items():
-        folder = run_dir / "model" if name == primary else run_dir / "baselines" / name
+        folder = run.method_folder(name, primary=name == primary)
         modalities = method.training_modalities
         loader = functools.partial(dataset.load, modalities=modalities)
         training = LazySubjects(loader, dataset.cases_in(TRAIN), description=f"Fitting {name}")
@@ -207,35 +197,14 @@ def fit_methods(
             method.save(folder)
 
 
-#: What a run writes after fitting; a rerun into the same folder replaces all of it, so that no
-#: prediction or score of the earlier run stays beside the new ones.
-RESULTS = ("predictions", "baselines", "metrics.csv", "summary.json")
-
-
-def clear_previous_results(run_dir: Path) -> list[str]:
-    """Remove an earlier run's :data:`RESULTS` from ``run_dir``; returns the names removed. The
-    primary model's folder stays: its checkpoints are what an interrupted run resumes from."""
-    removed = []
-    for name in RESULTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
-
-
 def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
     """The whole experiment for a composed config; returns the summary (empty on the non-zero ranks
     of a multi-GPU run, which only train)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
-    finished = run_dir / "summary.json"
-    if cfg.get("skip_finished") and finished.exists():
-        console.print(f"{run_dir}: finished earlier (summary.json exists); skipped")
-        return json.loads(finished.read_text())["summary"]
+    run = RunFolder(run_dir)
+    if cfg.get("skip_finished") and run.finished:
+        console.print(f"{run_dir}: finished earlier ({run.summary_file.name} exists); skipped")
+        return run.read_summary()["summary"]
     # Methods first: a value a model refuses stops the run before any data is read (or generated).
     try:
         primary = build(cfg.model, "model")
@@ -262,35 +231,35 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     roles = roles_to_predict(dataset, cfg.get("predict_roles"))
     checked = check_before_fitting(methods, dataset, roles)
     # Only now, with the input known to be sound: a rerun that stops on bad input loses nothing.
-    if cleared := clear_previous_results(run_dir):
+    if cleared := run.clear_results():
         console.print(f"{run_dir}: replaced the earlier run's {', '.join(cleared)} (model/checkpoints kept to resume)")
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     if logger is not None:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    save_split(dataset.split, run_dir / "split.json", dataset.split_seed)
+    save_split(dataset.split, run.split_file, dataset.split_seed)
     console.print(
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
         + f"; {checked} files checked"
     )
     try:
-        fit_methods(methods, dataset, run_dir, model_name, logger)
+        fit_methods(methods, dataset, run, model_name, logger)
     except RunInterruptedError as error:
         resume = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
         raise RunInterruptedError(error.received, error.checkpoint, resume) from error
     if rank_zero_only.rank != 0:
         return []
-    rows = predict_and_score(methods, dataset, roles, run_dir / "predictions", cfg.evaluation.region)
+    rows = predict_and_score(methods, dataset, roles, run, cfg.evaluation.region)
 
     summary = summarise(rows)
     if rows:
-        write_rows_csv(rows, run_dir / "metrics.csv")
+        run.write_metrics(rows)
     degenerate = dict(Counter(row["method"] for row in rows if row.get("degenerate")))
     record: dict[str, Any] = {"primary_metric": PRIMARY_METRIC, "model": model_name}
     if isinstance(primary, SynthesisMethod):
         record["task"] = {"source": primary.source, "target": primary.target}
-    write_json_atomic(record | {"summary": summary, "degenerate": degenerate}, run_dir / "summary.json")
+    run.write_summary(record | {"summary": summary, "degenerate": degenerate})
     for name, count in degenerate.items():
         console.print(
             f"[bold red]warning:[/] {name}: {count} degenerate prediction(s); see the degenerate column of metrics.csv"
@@ -298,7 +267,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     task = f", {primary.contrasts}" if isinstance(primary, SynthesisMethod) else ""
     title = f"{model_name}{task} on {dataset.root.name} ({run_dir})"
     table_metrics = SEGMENTATION_TABLE if methods[model_name].task == "segmentation" else None
-    console.print(summary_table(summary, title=title, metrics=table_metrics))
+    console.print(summary_table(summary, title=title, metrics=table_metrics, width=console.width))
     if logger is not None:
         flat = {
             f"{e['method']}/{e['role']}/{metric}": value["mean"]

@@ -63,8 +63,9 @@ def test_report_lists_every_method_and_metric(tmp_path):
     study = collect([tmp_path / "runs"], [tmp_path / "evaluation"])
     markdown, page = write_report(build_report(study, tmp_path / "report"), tmp_path / "report")
     text = markdown.read_text()
-    for name in ("bc (m1)", "zeros", "p2p (m2)", "real_t2", *METRICS, "dice_mean", "hd95_mean", "dice_change_mean"):
+    for name in ("bc #1", "zeros", "p2p #2", "real_t2", *METRICS, "dice_mean", "hd95_mean", "dice_change_mean"):
         assert name in text, name
+    assert "| #1 | m1 | bc |" in text and "| #2 | m2 | p2p |" in text  # the runs' legend
     assert (tmp_path / "report" / "figures" / "mse.png").exists()
     assert (tmp_path / "report" / "figures" / "segmentation.png").exists()
     assert "<table>" in page.read_text()
@@ -91,3 +92,44 @@ def test_one_table_says_which_way_each_metric_is_better():
     assert not lower_is_better("hd95_change_mean")  # real HD95 - method HD95: positive is better
     with pytest.raises(KeyError, match="no direction known for metric 'new_metric'"):
         lower_is_better("new_metric")
+
+
+def test_the_report_says_what_it_merged_and_how_it_selected(tmp_path):
+    """Two sweeps holding a run with the same settings, and a baseline fitted in every run; no
+    validation cases, so the selection falls back to the test split and says so."""
+    for sweep, error in (("sweep1", 0.1), ("sweep2", 0.3)):
+        fake_run(tmp_path / sweep / "lambda=0", "p2p", {"p2p": [error], "zeros": [0.5]}, roles=("test",))
+    fake_run(tmp_path / "sweep1" / "lambda=100", "p2p", {"p2p": [0.2], "zeros": [0.5]}, roles=("test",))
+    study = collect([tmp_path / "sweep1", tmp_path / "sweep2"])
+    assert [study.short(m) for m in study.methods] == ["p2p #1", "zeros", "p2p #2"]
+    merged = study.merges()
+    assert len(merged) == 2
+    assert merged[0].startswith("p2p #1: 2 runs have the same settings (folder lambda=0")
+    assert merged[1].startswith("zeros: fitted in 3 runs on the same data")
+    text = build_report(study, tmp_path / "report").markdown(tmp_path / "report")
+    assert "Merged: p2p #1: 2 runs have the same settings" in text
+    assert "no validation cases, so each model is selected on the test split itself" in text
+    assert "selected on the validation split" not in text
+
+
+def test_the_console_table_fits_80_columns_without_cutting_a_label():
+    from rich.console import Console
+
+    from evaluation.scoring import summary_table
+
+    label = "pix2pix (gamma=0,generator=unet,lambda=100)"
+    summary = summarise(
+        [
+            {"method": m, "role": "no_ground_truth", "case_id": "c", **dict.fromkeys(METRICS, 0.0123)}
+            for m in (label, "zeros")
+        ]
+    )
+    console = Console(width=80, record=True)
+    console.print(summary_table(summary, "a sweep", width=80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for metric in ("pct_mse_brain", "pct_mse_tumour", "mse_brain", "psnr_brain", "ssim_healthy", "ssim_tumour"):
+        assert metric in text
+    lines = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert label.replace(" ", "") in "".join(lines[:3])  # wrapped and folded onto lines, not cut
+    assert "…" not in text

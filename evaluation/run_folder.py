@@ -1,0 +1,140 @@
+"""A run's folder: the one place that names what ``train.py`` writes into it, and reads and writes it.
+
+Layout::
+
+    <run>/.hydra/config.yaml          resolved configuration (Hydra)
+    <run>/split.json                  the split used
+    <run>/model/                      the fitted method (method.json, state.npz)
+    <run>/baselines/<name>/           each baseline, fitted the same way
+    <run>/predictions/<method>/<role>/<case>.nii.gz
+    <run>/metrics.csv                 one row per method, role and case
+    <run>/summary.json                mean, sd and n of every metric per method and role; its
+                                      presence means the run finished
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datamodules.splits import write_json_atomic
+from datamodules.task import SynthesisTask
+from evaluation.scoring import read_rows_csv, write_rows_csv
+
+SUMMARY, METRICS_CSV, SPLIT, MODEL, BASELINES, PREDICTIONS = (
+    "summary.json",
+    "metrics.csv",
+    "split.json",
+    "model",
+    "baselines",
+    "predictions",
+)
+#: What a run writes after fitting; a rerun into the same folder replaces all of it, so that no
+#: prediction or score of the earlier run stays beside the new ones. ``model/`` stays: its
+#: checkpoints are what an interrupted run resumes from.
+RESULTS = (PREDICTIONS, BASELINES, METRICS_CSV, SUMMARY)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The folder of one run (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_CSV
+
+    @property
+    def split_file(self) -> Path:
+        return self.path / SPLIT
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS
+
+    def method_folder(self, name: str, primary: bool) -> Path:
+        """Where a fitted method is saved: ``model/`` for the run's own, ``baselines/<name>`` else."""
+        return self.model if primary else self.path / BASELINES / name
+
+    def prediction(self, method: str, role: str, case_id: str) -> Path:
+        return self.predictions / method / role / f"{case_id}.nii.gz"
+
+    @property
+    def finished(self) -> bool:
+        return self.summary_file.exists()
+
+    def clear_results(self) -> list[str]:
+        """Remove an earlier run's :data:`RESULTS`; returns the names removed."""
+        removed = []
+        for name in RESULTS:
+            path = self.path / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            removed.append(name)
+        return removed
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_file.read_text())
+
+    def write_summary(self, record: dict[str, Any]) -> None:
+        write_json_atomic(record, self.summary_file)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return read_rows_csv(self.metrics_file)
+
+    def write_metrics(self, rows: Iterable[dict[str, Any]]) -> None:
+        write_rows_csv(rows, self.metrics_file)
+
+    @property
+    def model_name(self) -> str:
+        """The run's own model (its ``summary.json`` records it), or "" if unknown."""
+        return self.read_summary().get("model", "") if self.finished else ""
+
+    @property
+    def task(self) -> SynthesisTask:
+        """The task the run's summary records (runs made before tasks were recorded did T1 -> T2)."""
+        task = self.read_summary().get("task") if self.finished else None
+        return SynthesisTask.of(task["source"], task["target"]) if task else SynthesisTask()
+
+    @staticmethod
+    def holding(path: Path) -> RunFolder | None:
+        """The finished run whose ``predictions/`` ``path`` is, or lies in; None if none."""
+        for folder in (path, *path.parents):
+            if folder.name == PREDICTIONS and (folder.parent / SUMMARY).exists():
+                return RunFolder(folder.parent)
+        return None
+
+
+def find_runs(folders: Sequence[Path]) -> list[RunFolder]:
+    """The finished runs (holding ``summary.json`` and ``metrics.csv``) at or under the given folders,
+    each once; evaluations written into a run (``evaluation/``) are not runs."""
+    runs = []
+    for folder in folders:
+        summaries = [folder / SUMMARY] if (folder / SUMMARY).exists() else sorted(folder.rglob(SUMMARY))
+        runs += [
+            RunFolder(summary.parent)
+            for summary in summaries
+            if (summary.parent / METRICS_CSV).exists() and "evaluation" not in summary.parent.parts
+        ]
+    return list(dict.fromkeys(runs))
