@@ -25,7 +25,7 @@ from lightning_modules.training import LightningMethod, build_network, load_weig
 from pipeline.contract import FitContext, SegmentationMethod
 
 
-class Segmenter(pl.LightningModule):
+class SegmenterSystem(pl.LightningModule):
     """Cross-entropy + soft Dice on random patches; AdamW with a linearly decaying rate.
 
     ``forward`` is inference only: (N, len(modalities), *S) -> (N, classes, *S) logits.
@@ -125,9 +125,9 @@ class SegmenterMethod(LightningMethod, SegmentationMethod):
     def build(self, classes: int) -> nn.Module:
         return build_network(self.network, spatial_dims=3, in_channels=len(self.modalities), out_channels=classes)
 
-    def system(self) -> Segmenter:
+    def system(self) -> SegmenterSystem:
         """A new LightningModule with a freshly initialised network (the label values must be known)."""
-        return Segmenter(
+        return SegmenterSystem(
             self.build(len(self.label_values_)),
             self.modalities,
             self.learning_rate,

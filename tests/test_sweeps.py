@@ -40,7 +40,7 @@ def test_all_44_models_compose_and_are_distinct():
 
 
 def test_brainclustering_modes_set_mode_and_neighbours():
-    cfg = compose_job(["+experiment=paper_brainclustering", "+bc_mode=search_w10", "model.macro=6"])
+    cfg = compose_job(["+experiment=paper_brainclustering", "+brainclustering_mode=search_w10", "model.macro=6"])
     assert (cfg.model.mode, cfg.model.w, cfg.model.macro) == ("search", 10, 6)
     cfg = compose_job(["+experiment=paper_pix2pix", "generator=resnet", "lambda=500", "gamma=1000"])
     assert cfg.model.generator.blocks == 6 and (cfg.model.lambda_l1, cfg.model.gamma_tumour) == (500, 1000)
