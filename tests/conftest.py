@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,29 @@ from datamodules.nifti import Volume, new_header, save_volume
 REPOSITORY = Path(__file__).resolve().parents[1]
 REAL_DATA = REPOSITORY.parent / "shared" / "data" / "real"
 TINY_SHAPE = (24, 24, 16)
+#: Pix2Pix overrides that train in seconds on the CPU (with the top-level train.yaml).
+TINY_PIX2PIX = (
+    "generator=unet_small",
+    "generator.base_filters=4",
+    "model.discriminator.base_filters=4",
+    "model.checkpoint_every=2",
+    "model.validate_every=3",
+    "model.data.patch_size=[32,32,32]",
+    "model.data.samples_per_volume=2",
+    "model.data.num_workers=0",
+    "~model@baselines.random",
+    "~model@baselines.zeros",
+)
+
+
+def run(script: str, *args: object, check: bool = True) -> subprocess.CompletedProcess:
+    """An entry script run as a user runs it, from the repository (``check``: fail on a non-zero exit)."""
+    result = subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=REPOSITORY, capture_output=True, text=True, timeout=600
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def make_volume(data: np.ndarray, spacing: float = 1.0) -> Volume:

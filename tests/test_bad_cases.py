@@ -10,8 +10,7 @@ import pytest
 
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import load_volume, save_volume
-from tests.conftest import TINY_SHAPE
-from tests.test_pipeline import run
+from tests.conftest import TINY_SHAPE, run
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,8 @@ from datamodules.task import SynthesisTask
 from lightning_modules.method import Pix2PixMethod
 from lightning_modules.training import BRAIN_MARGIN
 from pipeline.contract import SynthesisMethod, TaskNotSupportedError
-from tests.conftest import make_volume
-from tests.test_pipeline import run
-from tests.test_pix2pix import SMALL_DISCRIMINATOR, SMALL_UNET, as_batch, head_subject, untrained
+from tests.conftest import make_volume, run
+from tests.lightning_modules.test_pix2pix import SMALL_DISCRIMINATOR, SMALL_UNET, as_batch, head_subject, untrained
 
 BRASYN = ("t1", "t1ce", "flair")
 

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_SHAPE
-from tests.test_pipeline import TINY_PIX2PIX, run
+from tests.conftest import TINY_PIX2PIX, TINY_SHAPE, run
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from evaluation.scoring import METRICS
-from tests.conftest import TINY_SHAPE
-from tests.test_pipeline import TINY_PIX2PIX, run
+from tests.conftest import TINY_PIX2PIX, TINY_SHAPE, run
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +42,11 @@ def test_miniature_study_report_has_every_method_and_metric(data_root, tmp_path)
     report = tmp_path / "report"
     run("report.py", bc, p2p, "--segmentation", evaluation, "--data", data_root, "--output", report)
     text = (report / "report.md").read_text()
-    methods = ("brainclustering (bc)", "brainclustering_unfiltered (bc)", "pix2pix (p2p)", "complementary", "random",
+    methods = ("brainclustering #1", "brainclustering_unfiltered #1", "pix2pix #2", "complementary", "random",
                "zeros", "real_t2")  # fmt: skip
+    assert "| #1 | bc | brainclustering |" in text and "| #2 | p2p | pix2pix |" in text  # the runs' legend
+    segmentation_table = text[text.index("## Segmentation with each T2"):]
+    assert "| pix2pix #2 |" in segmentation_table  # evaluate.py's labels meet the report's
     for name in (*methods, *METRICS, "dice_WT", "hd95_mean", "dice_change_mean"):
         assert name in text, name
     for figure in ("mse.png", "segmentation.png", "gallery.png"):

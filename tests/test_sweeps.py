@@ -58,8 +58,7 @@ def test_a_sweep_runs_through_submitit_and_its_rerun_into_the_same_folder_skips_
     """The SLURM launcher's machinery (submitit) on this machine, then the README's rerun of a user's
     sweep into a fixed folder: finished jobs are skipped, not retrained. Paths stay out of folder names."""
     from datamodules.phantom import generate_phantom
-    from tests.conftest import TINY_SHAPE
-    from tests.test_pipeline import run
+    from tests.conftest import TINY_SHAPE, run
 
     root = generate_phantom(tmp_path / "data", n_subjects=8, shape=TINY_SHAPE, seed=2, workers=1)
     sweep = tmp_path / "sweep"

@@ -8,8 +8,7 @@ import pytest
 from clustering.baselines import ClosestSource, Complementary
 from datamodules.nifti import load_volume, save_volume
 from datamodules.preprocessing import percentile_scale
-from tests.conftest import ball_volume
-from tests.test_pipeline import run
+from tests.conftest import ball_volume, run
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPOSITORY, TINY_SHAPE
-from tests.test_pipeline import TINY_PIX2PIX
+from tests.conftest import REPOSITORY, TINY_PIX2PIX, TINY_SHAPE
 
 
 @pytest.mark.slow

@@ -11,16 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from datamodules.nifti import load_volume
 from datamodules.phantom import generate_phantom
-from tests.conftest import REAL_DATA, REPOSITORY, TINY_SHAPE, ball_volume, make_volume, write_case
-
-
-def run(script, *args, check=True):
-    result = subprocess.run(
-        [sys.executable, script, *map(str, args)], cwd=REPOSITORY, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+from tests.conftest import REAL_DATA, REPOSITORY, TINY_PIX2PIX, TINY_SHAPE, ball_volume, make_volume, run, write_case
 
 
 def test_configs_compose_with_model_and_baselines():
@@ -161,20 +152,6 @@ def test_lambda_with_a_model_without_loss_weights_is_an_error(phantom_root, tmp_
     assert result.returncode == 2
     assert "model=brainclustering does not use lambda" in result.stderr and "model=pix2pix" in result.stderr
     assert not (tmp_path / "run" / "model").exists()
-
-
-TINY_PIX2PIX = (
-    "generator=unet_small",
-    "generator.base_filters=4",
-    "model.discriminator.base_filters=4",
-    "model.checkpoint_every=2",
-    "model.validate_every=3",
-    "model.data.patch_size=[32,32,32]",
-    "model.data.samples_per_volume=2",
-    "model.data.num_workers=0",
-    "~model@baselines.random",
-    "~model@baselines.zeros",
-)
 
 
 def checkpoint_step(run_dir):

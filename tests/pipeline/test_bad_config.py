@@ -3,7 +3,7 @@ path or the setting, exit status 2, and no run folder left behind."""
 
 import pytest
 
-from tests.test_pipeline import run
+from tests.conftest import run
 
 
 @pytest.mark.parametrize(
