@@ -45,7 +45,7 @@ def test_miniature_study_report_has_every_method_and_metric(data_root, tmp_path)
     methods = ("brainclustering #1", "brainclustering_unfiltered #1", "pix2pix #2", "complementary", "random",
                "zeros", "real_t2")  # fmt: skip
     assert "| #1 | bc | brainclustering |" in text and "| #2 | p2p | pix2pix |" in text  # the runs' legend
-    segmentation_table = text[text.index("## Segmentation with each T2"):]
+    segmentation_table = text[text.index("## Segmentation with each T2") :]
     assert "| pix2pix #2 |" in segmentation_table  # evaluate.py's labels meet the report's
     for name in (*methods, *METRICS, "dice_WT", "hd95_mean", "dice_change_mean"):
         assert name in text, name
