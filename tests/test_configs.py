@@ -7,6 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from pipeline.contract import FitContext, Method, TaskNotSupportedError
 from tests.conftest import REPOSITORY
@@ -86,3 +87,15 @@ def test_every_generator_config_builds_a_network_that_keeps_the_shape(name):
     volume = torch.zeros(1, 1, 20, 18, 12)
     with torch.no_grad():
         assert network(volume).shape == volume.shape
+
+
+def test_the_debug_config_keeps_its_short_training_under_an_experiment():
+    """debug=default sets the trainer's values itself, so +experiment=pix2pix_cpu (which picks
+    trainer=cpu) keeps them, and its run folder and logger win over train.yaml's."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["debug=default", "+experiment=pix2pix_cpu"], return_hydra_config=True)
+    assert cfg.trainer.fast_dev_run == 4 and cfg.trainer.detect_anomaly and cfg.trainer.accelerator == "cpu"
+    assert cfg.model.trainer.fast_dev_run == 4  # what the method hands to Lightning
+    assert cfg.model.constant_iterations == 500  # the experiment's own settings stay
+    assert OmegaConf.to_container(cfg.hydra.run)["dir"].startswith("outputs/debug/") and not cfg.logger
+    assert cfg.data.n_subjects == 6
