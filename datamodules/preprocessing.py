@@ -37,8 +37,10 @@ def brain_mask(volume: Volume) -> np.ndarray:
     ).astype(np.float64)
     background = float(np.median(faces))
     spread = 1.4826 * float(np.median(np.abs(faces - background)))
-    difference = np.abs(data.astype(np.float32) - np.float32(background))
-    mask = difference > 5.0 * spread
+    if spread == 0 and data.dtype.kind in "iu" and background.is_integer():
+        mask = data != int(background)  # the same as below (integers are exact in float32), 10x faster
+    else:
+        mask = np.abs(data.astype(np.float32) - np.float32(background)) > 5.0 * spread
     if not mask.any():
         raise InvalidInputError(volume.name, f"all voxels are background (value {background:g}): no brain found")
     return fill_holes(mask)
@@ -47,15 +49,21 @@ def brain_mask(volume: Volume) -> np.ndarray:
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.binary_fill_holes(mask)``, several times faster on a brain: background
     components (6-connected, as scipy's) that do not reach the border are filled, found by one
-    labelling of the mask's bounding box padded by a background voxel on every side (any background
-    outside the box reaches the border, and so does whatever touches the padding)."""
+    labelling of the mask's bounding box. Everything outside the box is background that reaches the
+    border, so a component of the box's background is a hole unless it touches a face of the box.
+    Without holes, ``mask`` itself is returned."""
+    if not mask.any():
+        return mask.copy()
     box = bounding_box(mask)
-    labels, count = ndimage.label(~np.pad(mask[box], 1))
-    border = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
-    inside = np.ones(count + 1, dtype=bool)
-    inside[border] = False
-    filled = np.zeros(mask.shape, dtype=bool)
-    filled[box] = inside[labels[1:-1, 1:-1, 1:-1]]
+    labels, count = ndimage.label(~np.ascontiguousarray(mask[box]))  # a strided view labels 15 % slower
+    faces = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
+    hole = np.ones(count + 1, dtype=bool)
+    hole[faces] = False
+    hole[0] = False  # label 0 is the mask itself
+    if not hole.any():
+        return mask
+    filled = mask.copy()
+    filled[box] |= hole[labels]
     return filled
 
 
