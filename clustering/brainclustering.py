@@ -498,9 +498,9 @@ class BrainClustering(SynthesisMethod):
             training = (primary > 0) & (target > 0) if with_target else None
             return Prepared(primary, target, training, primary != 0, **keys)
         brain = subject.brain
-        primary = percentile_scale(primary_data, brain).astype(np.float64)
+        primary = percentile_scale(primary_data, brain)  # float32; values are widened where used
         others = tuple(median_scale(subject[c].data, brain) for c in self.source[1:])
-        target = unit_scale(target_data, brain).astype(np.float64) if with_target else None
+        target = unit_scale(target_data, brain) if with_target else None
         training = brain & brain_mask(subject[self.target]) if with_target else None
         return Prepared(primary, target, training, brain, others, **keys)
 
@@ -575,7 +575,7 @@ class BrainClustering(SynthesisMethod):
                 shape = prepared.primary.shape
                 box = bounding_box(prepared.primary)
                 boxes.append([(s.start, s.stop) for s in box])
-                crops.append(np.rint(prepared.primary[box] * SEARCH_LEVELS).astype(np.uint16))
+                crops.append(np.rint(prepared.primary[box].astype(np.float64) * SEARCH_LEVELS).astype(np.uint16))
         if not rows:
             raise ValueError("BrainClustering needs at least one training patient")
         self.patient_rows_ = rows
