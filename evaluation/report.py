@@ -116,8 +116,8 @@ def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = 
     several = len(study.runs) > 1
     seen: set[tuple[str, str, str]] = set()
     for number, run in enumerate(study.runs, start=1):
-        if run.task not in study.tasks:
-            study.tasks.append(run.task)
+        if (task := run.task) not in study.tasks:
+            study.tasks.append(task)
         for row in run.read_metrics():
             label = label_in_run(row["method"], run, several)
             if label != row["method"]:

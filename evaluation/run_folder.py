@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Iterable, Sequence
@@ -108,8 +109,9 @@ class RunFolder:
 
     @property
     def model_name(self) -> str:
-        """The run's own model (its ``summary.json`` records it), or "" if unknown."""
-        return self.read_summary().get("model", "") if self.finished else ""
+        """The run's own model (its ``summary.json`` records it), or "" if unknown. Read once per
+        process: labelling a sweep's rows asks for it once per row."""
+        return recorded_model(self.summary_file)
 
     @property
     def task(self) -> SynthesisTask:
@@ -124,6 +126,11 @@ class RunFolder:
             if folder.name == PREDICTIONS and (folder.parent / SUMMARY).exists():
                 return RunFolder(folder.parent)
         return None
+
+
+@functools.cache
+def recorded_model(summary_file: Path) -> str:
+    return json.loads(summary_file.read_text()).get("model", "") if summary_file.exists() else ""
 
 
 def find_runs(folders: Sequence[Path]) -> list[RunFolder]:
