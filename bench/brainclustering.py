@@ -100,8 +100,8 @@ def main() -> None:
         # End to end from decoded arrays: a fresh subject, so that its brain mask is computed too.
         end_to_end = seconds(lambda m=train_mode: m.synthesise(Subject("q", dict(query.volumes))))
         search_time = seconds(lambda m=search: m.synthesise(query))
-        prepared = search.prepare(query, with_target=False)
-        distance_time = seconds(lambda m=search, p=prepared: m.distances(p.primary))
+        query_t1 = search.prepare(query, with_target=False).primary_volume()
+        distance_time = seconds(lambda m=search, t1=query_t1: m.distances(t1))
         projected = search_time + distance_time * (270 / len(training) - 1)
         rows = sum(len(r.key) for r in search.patient_rows_)
         crops = sum(crop.nbytes for crop in search.search_t1_) / len(training)

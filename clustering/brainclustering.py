@@ -64,7 +64,13 @@ from scipy.optimize import linear_sum_assignment
 from clustering.kmeans import cluster_distinct, distinct_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.preprocessing import bounding_box, brain_mask, median_per_axial_slice, percentile_scale, unit_scale
+from datamodules.preprocessing import (
+    bounding_box,
+    brain_mask,
+    median_per_axial_slice,
+    percentile_scale_values,
+    unit_scale_values,
+)
 from datamodules.task import SynthesisTask
 from pipeline.contract import FitContext, SynthesisMethod
 
@@ -100,40 +106,44 @@ def reference_t2(data: np.ndarray) -> np.ndarray:
 MEDIAN_SCALE_RANGE = 4.0
 
 
-def median_scale(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """(x - p0.5) / (median - p0.5) over the brain, clipped to [0, MEDIAN_SCALE_RANGE] and divided by
-    it (so in [0, 1]); 0 outside the brain."""
-    values = data[brain].astype(np.float64)
+def median_scale_values(values: np.ndarray) -> np.ndarray:
+    """A further source's brain values x as (x - p0.5) / (median - p0.5), clipped to
+    [0, MEDIAN_SCALE_RANGE] and divided by it (so in [0, 1])."""
+    values = values.astype(np.float64)
     low, middle = np.percentile(values, [0.5, 50])
-    scaled = np.zeros(data.shape)
-    if middle > low:
-        scaled[brain] = np.clip((values - low) / (middle - low), 0, MEDIAN_SCALE_RANGE) / MEDIAN_SCALE_RANGE
-    return scaled
+    if middle <= low:
+        return np.zeros(values.shape)
+    return np.clip((values - low) / (middle - low), 0, MEDIAN_SCALE_RANGE) / MEDIAN_SCALE_RANGE
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A subject on the method's scales, in [0, 1]: the primary source (the T1's part), the further
-    sources and (training) the target; and which voxels take part."""
+    """A subject on the method's scales, in [0, 1], at the voxels that take part (``voxels``: the
+    brain, or the reference's foreground), as flat arrays in the order of ``volume[voxels]``: the
+    primary source (the T1's part), the further sources and (training) the target; and which of
+    them train (``training``: the target's foreground too). Only the voxels that take part are ever
+    scaled or copied: a brain is under a fifth of a BraTS volume."""
 
+    voxels: np.ndarray  # (volume) bool
     primary: np.ndarray
-    target: np.ndarray | None
-    training_voxels: np.ndarray | None  # primary and target foreground (training only)
-    query_voxels: np.ndarray
+    target: np.ndarray | None = None
+    training: np.ndarray | None = None  # bool, training only
     others: tuple[np.ndarray, ...] = ()
-    #: The raw volumes the primary and target were computed from, voxel by voxel, when they hold
+    #: The raw intensities the primary and target were computed from, voxel by voxel, when they are
     #: integers (None otherwise): they let the clusterings count distinct values instead of sorting.
     primary_keys: np.ndarray | None = None
     target_keys: np.ndarray | None = None
 
+    def primary_volume(self) -> np.ndarray:
+        """The primary source as a volume, 0 outside the voxels that take part."""
+        volume = np.zeros(self.voxels.shape, dtype=self.primary.dtype)
+        volume[self.voxels] = self.primary
+        return volume
 
-def integer_keys(data: np.ndarray) -> np.ndarray | None:
-    """A raw volume as :class:`Prepared`'s keys: itself if it holds integers, else None."""
-    return data if data.dtype.kind in "iub" else None
 
-
-def keys_at(keys: np.ndarray | None, voxels: np.ndarray) -> np.ndarray | None:
-    return None if keys is None else keys[voxels]
+def integer_keys(data: np.ndarray, voxels: np.ndarray) -> np.ndarray | None:
+    """A raw volume's intensities at ``voxels`` as :class:`Prepared`'s keys, if they are integers."""
+    return data[voxels] if data.dtype.kind in "iub" else None
 
 
 # -- clustering and matching ---------------------------------------------------------------------
@@ -488,29 +498,34 @@ class BrainClustering(SynthesisMethod):
         """Put a subject on the method's scales (see the two settings)."""
         primary_data = subject[self.contrasts.primary].data
         target_data = subject[self.target].data if with_target else None
-        keys = {
-            "primary_keys": integer_keys(primary_data),
-            "target_keys": integer_keys(target_data) if with_target else None,
-        }
         if self.setting == "reference":
-            primary = reference_t1(primary_data)
-            target = reference_t2(target_data) if with_target else None
+            primary_volume = reference_t1(primary_data)
+            voxels = primary_volume != 0
+            primary = primary_volume[voxels]
+            target = reference_t2(target_data)[voxels] if with_target else None
             training = (primary > 0) & (target > 0) if with_target else None
-            return Prepared(primary, target, training, primary != 0, **keys)
-        brain = subject.brain
-        primary = percentile_scale(primary_data, brain)  # float32; values are widened where used
-        others = tuple(median_scale(subject[c].data, brain) for c in self.source[1:])
-        target = unit_scale(target_data, brain) if with_target else None
-        training = brain & brain_mask(subject[self.target]) if with_target else None
-        return Prepared(primary, target, training, brain, others, **keys)
+            others = ()
+        else:
+            voxels = subject.brain
+            primary_values = primary_data[voxels]
+            primary = percentile_scale_values(primary_values)  # float32; values are widened where used
+            others = tuple(median_scale_values(subject[c].data[voxels]) for c in self.source[1:])
+            target = unit_scale_values(target_data[voxels]) if with_target else None
+            training = brain_mask(subject[self.target])[voxels] if with_target else None
+        return Prepared(
+            voxels,
+            primary,
+            target,
+            training,
+            others,
+            primary_keys=integer_keys(primary_data, voxels),
+            target_keys=integer_keys(target_data, voxels) if with_target else None,
+        )
 
-    def source_levels(self, prepared: Prepared, voxels: np.ndarray) -> list[np.ndarray]:
-        """Each further source's level (0 = darkest) at ``voxels``: the nearest of the centroids
-        learned in :meth:`learn_source_levels`, i.e. the interval between their midpoints."""
-        return [
-            np.searchsorted(bounds, other[voxels])
-            for bounds, other in zip(self.level_bounds_, prepared.others, strict=True)
-        ]
+    def source_levels(self, others: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each further source's level (0 = darkest) for its values ``others``: the nearest of the
+        centroids learned in :meth:`learn_source_levels`, i.e. the interval between their midpoints."""
+        return [np.searchsorted(bounds, other) for bounds, other in zip(self.level_bounds_, others, strict=True)]
 
     def learn_source_levels(self, subjects: Sequence[Subject]) -> None:
         """The further sources' ``macro`` levels: exact k-means of each one's training values, pooled
@@ -520,7 +535,7 @@ class BrainClustering(SynthesisMethod):
         for subject in subjects:
             prepared = self.prepare(subject, with_target=True)
             for index, other in enumerate(prepared.others):
-                values = other[prepared.training_voxels]
+                values = other[prepared.training]
                 counts[index] += np.bincount(np.minimum((values * bins).astype(np.int64), bins - 1), minlength=bins)
         centres = (np.arange(bins) + 0.5) / bins
         bounds = []
@@ -532,25 +547,25 @@ class BrainClustering(SynthesisMethod):
 
     def rows_of(self, prepared: Prepared) -> TableRows:
         """One training patient's table rows (training steps 1-3)."""
-        voxels = prepared.training_voxels
+
+        def training(values: np.ndarray | None) -> np.ndarray | None:
+            return None if values is None else values[prepared.training]
+
+        primary, target = training(prepared.primary), training(prepared.target)
+        primary_keys, target_keys = training(prepared.primary_keys), training(prepared.target_keys)
         if not self.multisource:
             return patient_rows(
-                prepared.primary[voxels],
-                prepared.target[voxels],
+                primary,
+                target,
                 self.macro,
                 self.micro_per_tissue,
                 skip_disjoint=self.setting == "paper",
-                t1_keys=keys_at(prepared.primary_keys, voxels),
-                t2_keys=keys_at(prepared.target_keys, voxels),
+                t1_keys=primary_keys,
+                t2_keys=target_keys,
             )
+        levels = self.source_levels([training(other) for other in prepared.others])
         return multisource_patient_rows(
-            prepared.primary[voxels],
-            self.source_levels(prepared, voxels),
-            prepared.target[voxels],
-            self.macro,
-            self.micro_per_tissue,
-            primary_keys=keys_at(prepared.primary_keys, voxels),
-            target_keys=keys_at(prepared.target_keys, voxels),
+            primary, levels, target, self.macro, self.micro_per_tissue, primary_keys, target_keys
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
@@ -559,23 +574,23 @@ class BrainClustering(SynthesisMethod):
         rows, boxes, crops, shape = [], [], [], None
         for subject in subjects:
             prepared = self.prepare(subject, with_target=True)
-            voxels = prepared.training_voxels
-            if voxels.sum() < self.macro * self.micro_per_tissue:
+            training = int(prepared.training.sum())
+            if training < self.macro * self.micro_per_tissue:
                 raise ValueError(
-                    f"case {subject.case_id}: too few brain voxels ({voxels.sum()}) for "
+                    f"case {subject.case_id}: too few brain voxels ({training}) for "
                     f"{self.macro} x {self.micro_per_tissue} clusters"
                 )
             rows.append(self.rows_of(prepared))
             if self.mode == "search":
-                if shape is not None and prepared.primary.shape != shape:
+                primary = prepared.primary_volume()
+                if shape is not None and primary.shape != shape:
                     raise ValueError(
-                        f"case {subject.case_id}: Search mode needs one volume shape, "
-                        f"got {prepared.primary.shape} and {shape}"
+                        f"case {subject.case_id}: Search mode needs one volume shape, got {primary.shape} and {shape}"
                     )
-                shape = prepared.primary.shape
-                box = bounding_box(prepared.primary)
+                shape = primary.shape
+                box = bounding_box(primary)
                 boxes.append([(s.start, s.stop) for s in box])
-                crops.append(np.rint(prepared.primary[box].astype(np.float64) * SEARCH_LEVELS).astype(np.uint16))
+                crops.append(np.rint(primary[box].astype(np.float64) * SEARCH_LEVELS).astype(np.uint16))
         if not rows:
             raise ValueError("BrainClustering needs at least one training patient")
         self.patient_rows_ = rows
@@ -623,19 +638,18 @@ class BrainClustering(SynthesisMethod):
     def _tables_for(self, prepared: Prepared) -> Tables | CombinationTables:
         if self.mode == "train":
             return self.tables_
-        return self.tables_from([self.patient_rows_[i] for i in self.neighbours(prepared.primary)])
+        return self.tables_from([self.patient_rows_[i] for i in self.neighbours(prepared.primary_volume())])
 
     def synthesise(self, subject: Subject) -> tuple[np.ndarray, np.ndarray]:
         """(unfiltered, median-filtered) target arrays, float32, 0 outside the query voxels."""
         self.check_fitted()
         prepared = self.prepare(subject, with_target=False)
         tables = self._tables_for(prepared)
-        query = prepared.query_voxels
-        values = prepared.primary[query]
-        distinct = distinct_values(values, keys_at(prepared.primary_keys, query))
+        values = prepared.primary
+        distinct = distinct_values(values, prepared.primary_keys)
         tissue = cluster_distinct(distinct, self.macro).labels  # per distinct value
         if self.multisource:
-            combination = np.column_stack([tissue[distinct.inverse], *self.source_levels(prepared, query)])
+            combination = np.column_stack([tissue[distinct.inverse], *self.source_levels(prepared.others)])
             synthetic, _ = look_up_combinations(tables, combination, values, self.macro)
         else:  # the voxels of one value get one result: look up the distinct values only
             through_origin = self.setting == "reference"
@@ -645,9 +659,9 @@ class BrainClustering(SynthesisMethod):
                 keys, table_values = tables.table(t)
                 per_value[selected] = look_up(keys, table_values, distinct.values[selected], through_origin)
             synthetic = per_value[distinct.inverse]
-        unfiltered = np.zeros(prepared.primary.shape, dtype=np.float32)
-        unfiltered[query] = synthetic
-        return unfiltered, median_per_axial_slice(unfiltered, inside=query)
+        unfiltered = np.zeros(prepared.voxels.shape, dtype=np.float32)
+        unfiltered[prepared.voxels] = synthetic
+        return unfiltered, median_per_axial_slice(unfiltered, inside=prepared.voxels)
 
     def _predict(self, subject: Subject) -> Volume:
         unfiltered, filtered = self.synthesise(subject)

@@ -74,12 +74,18 @@ def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     which the paper's ``mse`` is computed (the reference min-max normalises T2 over the volume, which
     is the same thing when the background is the minimum).
     """
-    values = data[mask].astype(np.float64)
-    low, high = float(values.min()), float(values.max())
     scaled = np.zeros(data.shape, dtype=np.float32)
-    if high > low:
-        scaled[mask] = ((values - low) / (high - low)).astype(np.float32)
+    scaled[mask] = unit_scale_values(data[mask])
     return scaled
+
+
+def unit_scale_values(values: np.ndarray) -> np.ndarray:
+    """:func:`unit_scale` of the brain's values alone (float32; all 0 when they are constant)."""
+    values = values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
 
 
 def percentile_scale(data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
@@ -89,14 +95,20 @@ def percentile_scale(data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upp
     non-zero background does not move them) and the lower bound floored at 0 when the data are
     non-negative inside the brain. Voxels outside the mask become 0 (float32).
     """
-    values = data[mask].astype(np.float64)
+    scaled = np.zeros(data.shape, dtype=np.float32)
+    scaled[mask] = percentile_scale_values(data[mask], lower, upper)
+    return scaled
+
+
+def percentile_scale_values(values: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+    """:func:`percentile_scale` of the brain's values alone (float32)."""
+    values = values.astype(np.float64)
     low, high = np.percentile(values, [lower, upper])
     if values.min() >= 0:
         low = max(low, 0.0)
-    scaled = np.zeros(data.shape, dtype=np.float32)
-    if high > low:
-        scaled[mask] = ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
-    return scaled
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
 
 
 def bounding_box(volume: np.ndarray, margin: int = 0) -> tuple[slice, ...]:

@@ -165,13 +165,13 @@ def test_search_picks_the_nearest_patients(tiny_phantom):
     subjects = phantom_subjects(tiny_phantom)
     method = BrainClustering(mode="search", w=2, macro=3, micro=4).fit(subjects)
     query = Subject("q", {"t1": subjects[2]["t1"]})
-    prepared = method.prepare(query, with_target=False)
-    distances = method.distances(prepared.primary)
+    query_t1 = method.prepare(query, with_target=False).primary_volume()
+    distances = method.distances(query_t1)
     assert 0 <= distances[2] <= (0.5 / 65535) ** 2  # a patient is nearest to itself, to half a 16-bit level
-    t1s = [method.prepare(s, with_target=False).primary for s in subjects]
-    exact = np.array([np.mean((prepared.primary - t) ** 2) for t in t1s])
+    t1s = [method.prepare(s, with_target=False).primary_volume() for s in subjects]
+    exact = np.array([np.mean((query_t1 - t) ** 2) for t in t1s])
     assert (np.abs(distances - exact) <= np.sqrt(exact) / 65535 + 1e-10).all()  # the stated bound
-    assert method.neighbours(prepared.primary).tolist() == np.argsort(exact, kind="stable")[:2].tolist()
+    assert method.neighbours(query_t1).tolist() == np.argsort(exact, kind="stable")[:2].tolist()
     assert all(crop.dtype == np.uint16 for crop in method.search_t1_)
 
 
