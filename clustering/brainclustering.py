@@ -69,7 +69,9 @@ from datamodules.preprocessing import (
     brain_mask,
     median_per_axial_slice,
     percentile_scale_values,
+    put_values_at,
     unit_scale_values,
+    values_at,
 )
 from datamodules.task import SynthesisTask
 from pipeline.contract import FitContext, SynthesisMethod
@@ -119,7 +121,7 @@ def median_scale_values(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Prepared:
     """A subject on the method's scales, in [0, 1], at the voxels that take part (``voxels``: the
-    brain, or the reference's foreground), as flat arrays in the order of ``volume[voxels]``: the
+    brain, or the reference's foreground), as flat arrays (``values_at(volume, voxels)``): the
     primary source (the T1's part), the further sources and (training) the target; and which of
     them train (``training``: the target's foreground too). Only the voxels that take part are ever
     scaled or copied: a brain is under a fifth of a BraTS volume."""
@@ -137,13 +139,13 @@ class Prepared:
     def primary_volume(self) -> np.ndarray:
         """The primary source as a volume, 0 outside the voxels that take part."""
         volume = np.zeros(self.voxels.shape, dtype=self.primary.dtype)
-        volume[self.voxels] = self.primary
+        put_values_at(volume, self.voxels, self.primary)
         return volume
 
 
-def integer_keys(data: np.ndarray, voxels: np.ndarray) -> np.ndarray | None:
-    """A raw volume's intensities at ``voxels`` as :class:`Prepared`'s keys, if they are integers."""
-    return data[voxels] if data.dtype.kind in "iub" else None
+def integer_keys(values: np.ndarray) -> np.ndarray | None:
+    """A raw volume's values as :class:`Prepared`'s keys: themselves if they are integers, else None."""
+    return values if values.dtype.kind in "iub" else None
 
 
 # -- clustering and matching ---------------------------------------------------------------------
@@ -501,25 +503,28 @@ class BrainClustering(SynthesisMethod):
         if self.setting == "reference":
             primary_volume = reference_t1(primary_data)
             voxels = primary_volume != 0
-            primary = primary_volume[voxels]
-            target = reference_t2(target_data)[voxels] if with_target else None
+        else:
+            voxels = subject.brain
+        primary_raw = values_at(primary_data, voxels)
+        target_raw = values_at(target_data, voxels) if with_target else None
+        if self.setting == "reference":
+            primary = values_at(primary_volume, voxels)
+            target = values_at(reference_t2(target_data), voxels) if with_target else None
             training = (primary > 0) & (target > 0) if with_target else None
             others = ()
         else:
-            voxels = subject.brain
-            primary_values = primary_data[voxels]
-            primary = percentile_scale_values(primary_values)  # float32; values are widened where used
-            others = tuple(median_scale_values(subject[c].data[voxels]) for c in self.source[1:])
-            target = unit_scale_values(target_data[voxels]) if with_target else None
-            training = brain_mask(subject[self.target])[voxels] if with_target else None
+            primary = percentile_scale_values(primary_raw)  # float32; values are widened where used
+            target = unit_scale_values(target_raw) if with_target else None
+            training = values_at(brain_mask(subject[self.target]), voxels) if with_target else None
+            others = tuple(median_scale_values(values_at(subject[c].data, voxels)) for c in self.source[1:])
         return Prepared(
             voxels,
             primary,
             target,
             training,
             others,
-            primary_keys=integer_keys(primary_data, voxels),
-            target_keys=integer_keys(target_data, voxels) if with_target else None,
+            primary_keys=integer_keys(primary_raw),
+            target_keys=integer_keys(target_raw) if with_target else None,
         )
 
     def source_levels(self, others: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -660,7 +665,7 @@ class BrainClustering(SynthesisMethod):
                 per_value[selected] = look_up(keys, table_values, distinct.values[selected], through_origin)
             synthetic = per_value[distinct.inverse]
         unfiltered = np.zeros(prepared.voxels.shape, dtype=np.float32)
-        unfiltered[prepared.voxels] = synthetic
+        put_values_at(unfiltered, prepared.voxels, synthetic)
         return unfiltered, median_per_axial_slice(unfiltered, inside=prepared.voxels)
 
     def _predict(self, subject: Subject) -> Volume:

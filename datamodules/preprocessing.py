@@ -53,7 +53,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     border, so a component of the box's background is a hole unless it touches a face of the box.
     Without holes, ``mask`` itself is returned."""
     if not mask.any():
-        return mask.copy()
+        return mask.copy(order="K")
     box = bounding_box(mask)
     labels, count = ndimage.label(~np.ascontiguousarray(mask[box]))  # a strided view labels 15 % slower
     faces = np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
@@ -62,9 +62,27 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     hole[0] = False  # label 0 is the mask itself
     if not hole.any():
         return mask
-    filled = mask.copy()
+    filled = mask.copy(order="K")  # keeps a NIfTI mask's Fortran order (see values_at)
     filled[box] |= hole[labels]
     return filled
+
+
+def values_at(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The values of ``volume`` where ``mask`` is set, as ``volume[mask]`` but in the mask's memory
+    order: nibabel gives NIfTI data in Fortran order, which numpy's C-order walk reads 5x slower.
+    The order depends on the mask alone, so every volume read at one mask lines up; put values back
+    with :func:`put_values_at` and the same mask."""
+    if mask.flags.f_contiguous and not mask.flags.c_contiguous:
+        return volume.T[mask.T]
+    return volume[mask]
+
+
+def put_values_at(volume: np.ndarray, mask: np.ndarray, values: np.ndarray | float) -> None:
+    """``volume[mask] = values``, with values in the order :func:`values_at` reads them."""
+    if mask.flags.f_contiguous and not mask.flags.c_contiguous:
+        volume.T[mask.T] = values
+    else:
+        volume[mask] = values
 
 
 def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -75,7 +93,7 @@ def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     is the same thing when the background is the minimum).
     """
     scaled = np.zeros(data.shape, dtype=np.float32)
-    scaled[mask] = unit_scale_values(data[mask])
+    put_values_at(scaled, mask, unit_scale_values(values_at(data, mask)))
     return scaled
 
 
@@ -96,7 +114,7 @@ def percentile_scale(data: np.ndarray, mask: np.ndarray, lower: float = 0.5, upp
     non-negative inside the brain. Voxels outside the mask become 0 (float32).
     """
     scaled = np.zeros(data.shape, dtype=np.float32)
-    scaled[mask] = percentile_scale_values(data[mask], lower, upper)
+    put_values_at(scaled, mask, percentile_scale_values(values_at(data, mask), lower, upper))
     return scaled
 
 
@@ -186,5 +204,5 @@ def median_per_axial_slice(volume: np.ndarray, inside: np.ndarray | None = None)
     filtered = np.zeros_like(volume)
     filtered[box] = result
     if inside is not None:
-        filtered[~inside] = 0
+        put_values_at(filtered, ~inside, 0)
     return filtered

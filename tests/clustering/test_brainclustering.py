@@ -83,6 +83,31 @@ def test_integer_and_float_scans_give_the_same_model_and_prediction(tiny_phantom
         np.testing.assert_array_equal(counted.predict(subjects[0]).data, sorted_.predict(as_float[0]).data)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "search", "w": 2, "micro": 5},
+        {"setting": "reference", "micro": 15},
+        {"source": ("t1", "flair", "t1ce"), "micro": 5},
+    ],
+)
+def test_fortran_and_c_ordered_volumes_give_the_same_model_and_prediction(tiny_phantom, settings):
+    """nibabel gives Fortran-ordered arrays, which are read in their own memory order (values_at);
+    the same volumes in C order must give the same model and prediction."""
+    cases = tiny_phantom.cases_in("train")
+    fortran = [tiny_phantom.load(case, ("t1", "t2", "flair", "t1ce")) for case in cases]
+    assert fortran[0]["t1"].data.flags.f_contiguous and not fortran[0]["t1"].data.flags.c_contiguous
+    c_order = [
+        Subject(s.case_id, {c: v.with_data(np.ascontiguousarray(v.data)) for c, v in s.volumes.items()})
+        for s in fortran
+    ]
+    models = [BrainClustering(macro=3, **settings).fit(subjects[1:]) for subjects in (fortran, c_order)]
+    for name, array in models[0].state().items():
+        np.testing.assert_array_equal(array, models[1].state()[name], err_msg=name)
+    predictions = [model.predict(subjects[0]).data for model, subjects in zip(models, (fortran, c_order), strict=True)]
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
 def test_hungarian_matching_maximises_overlap():
     overlap = np.array([[10, 9], [9, 0]])  # greedy (0,0)=10 -> (1,1)=0: total 10; optimum 9 + 9 = 18
     np.testing.assert_array_equal(match_labels(overlap), [1, 0])

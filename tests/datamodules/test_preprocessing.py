@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from datamodules.nifti import InvalidInputError
-from datamodules.preprocessing import brain_mask, percentile_scale, unit_scale
+from datamodules.preprocessing import brain_mask, percentile_scale, put_values_at, unit_scale, values_at
 from tests.conftest import ball_volume, make_volume
 
 
@@ -69,3 +69,15 @@ def test_fill_holes_equals_scipys_on_masks_with_holes_and_border_contact(seed):
     expected = ndimage.binary_fill_holes(mask)
     np.testing.assert_array_equal(fill_holes(mask), expected)
     assert expected[14, 12, 9]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_values_at_and_put_values_at_round_trip_in_the_masks_order(order):
+    volume = np.asarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4), order=order)
+    mask = np.asarray(volume % 3 == 1, order=order)
+    values = values_at(volume, mask)
+    np.testing.assert_array_equal(np.sort(values), volume[mask])  # the same values, in the mask's order
+    assert values[:2].tolist() == ([1, 4] if order == "C" else [4, 16])  # F: the first axis runs fastest
+    placed = np.zeros_like(volume)
+    put_values_at(placed, mask, values)
+    np.testing.assert_array_equal(placed, np.where(mask, volume, 0))
