@@ -241,10 +241,13 @@ def matched_rows(
 ) -> TableRows:
     """Training steps 2-3 on the two clusterings: tissues matched, then shades within matched tissues."""
     tissue_match = match_labels(contingency(c1.macro, c2.macro, macro))
+    # The voxels of each matched tissue pair, counted by (T1 tissue, T1 shade, T2 shade) in one pass.
+    common = tissue_match[c1.macro] == c2.macro
+    cells = (c1.macro[common] * micro + c1.micro[common]) * micro + c2.micro[common]
+    overlaps = np.bincount(cells, minlength=macro * micro * micro).reshape(macro, micro, micro)
     tissues, keys, values = [], [], []
     for t1_tissue, t2_tissue in enumerate(tissue_match):
-        common = (c1.macro == t1_tissue) & (c2.macro == t2_tissue)
-        overlap = contingency(c1.micro[common], c2.micro[common], micro)
+        overlap = overlaps[t1_tissue]
         shade_match = match_labels(overlap)
         for t1_shade, t2_shade in enumerate(shade_match):
             key, value = c1.means[t1_tissue, t1_shade], c2.means[t2_tissue, t2_shade]
