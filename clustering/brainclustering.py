@@ -556,11 +556,11 @@ class BrainClustering(SynthesisMethod):
     def rows_of(self, prepared: Prepared) -> TableRows:
         """One training patient's table rows (training steps 1-3)."""
 
-        def training(values: np.ndarray | None) -> np.ndarray | None:
+        def at_training(values: np.ndarray | None) -> np.ndarray | None:
             return None if values is None else values[prepared.training]
 
-        primary, target = training(prepared.primary), training(prepared.target)
-        primary_keys, target_keys = training(prepared.primary_keys), training(prepared.target_keys)
+        primary, target = at_training(prepared.primary), at_training(prepared.target)
+        primary_keys, target_keys = at_training(prepared.primary_keys), at_training(prepared.target_keys)
         if not self.multisource:
             return patient_rows(
                 primary,
@@ -571,7 +571,7 @@ class BrainClustering(SynthesisMethod):
                 t1_keys=primary_keys,
                 t2_keys=target_keys,
             )
-        levels = self.source_levels([training(other) for other in prepared.others])
+        levels = self.source_levels([at_training(other) for other in prepared.others])
         return multisource_patient_rows(
             primary, levels, target, self.macro, self.micro_per_tissue, primary_keys, target_keys
         )
