@@ -78,6 +78,8 @@ def test_values_at_and_put_values_at_round_trip_in_the_masks_order(order):
     values = values_at(volume, mask)
     np.testing.assert_array_equal(np.sort(values), volume[mask])  # the same values, in the mask's order
     assert values[:2].tolist() == ([1, 4] if order == "C" else [4, 16])  # F: the first axis runs fastest
-    placed = np.zeros_like(volume)
+    other_layout = np.asarray(volume, order="F" if order == "C" else "C")
+    np.testing.assert_array_equal(values_at(other_layout, mask), values)  # the order follows the mask
+    placed = np.zeros_like(other_layout)
     put_values_at(placed, mask, values)
     np.testing.assert_array_equal(placed, np.where(mask, volume, 0))
