@@ -72,17 +72,19 @@ def values_at(volume: np.ndarray, mask: np.ndarray) -> np.ndarray:
     order: nibabel gives NIfTI data in Fortran order, which numpy's C-order walk reads 5x slower.
     The order depends on the mask alone, so every volume read at one mask lines up; put values back
     with :func:`put_values_at` and the same mask."""
-    if mask.flags.f_contiguous and not mask.flags.c_contiguous:
-        return volume.T[mask.T]
-    return volume[mask]
+    return volume.T[mask.T] if _fortran_ordered(mask) else volume[mask]
 
 
 def put_values_at(volume: np.ndarray, mask: np.ndarray, values: np.ndarray | float) -> None:
     """``volume[mask] = values``, with values in the order :func:`values_at` reads them."""
-    if mask.flags.f_contiguous and not mask.flags.c_contiguous:
+    if _fortran_ordered(mask):
         volume.T[mask.T] = values
     else:
         volume[mask] = values
+
+
+def _fortran_ordered(mask: np.ndarray) -> bool:
+    return mask.flags.f_contiguous and not mask.flags.c_contiguous
 
 
 def unit_scale(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
