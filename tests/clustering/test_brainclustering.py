@@ -15,6 +15,7 @@ from clustering.kmeans import cluster_values, distinct_values, weighted_kmeans_1
 from datamodules.dataset import Subject
 from datamodules.preprocessing import median_per_axial_slice, percentile_scale
 from pipeline.contract import SynthesisMethod
+from tests.conftest import ball_volume
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -198,6 +199,15 @@ def test_search_picks_the_nearest_patients(tiny_phantom):
     assert (np.abs(distances - exact) <= np.sqrt(exact) / 65535 + 1e-10).all()  # the stated bound
     assert method.neighbours(query_t1).tolist() == np.argsort(exact, kind="stable")[:2].tolist()
     assert all(crop.dtype == np.uint16 for crop in method.search_t1_)
+
+
+def test_a_training_case_too_small_or_of_another_shape_is_named(tiny_phantom):
+    subjects = phantom_subjects(tiny_phantom)
+    small = Subject("SMALL", {"t1": ball_volume(), "t2": ball_volume()})  # 280 brain voxels
+    with pytest.raises(ValueError, match=r"case SMALL: too few brain voxels \(280\) for 3 x 100 clusters"):
+        BrainClustering(macro=3, micro=100).fit([small])
+    with pytest.raises(ValueError, match=r"case SMALL: Search mode needs one volume shape"):
+        BrainClustering(mode="search", macro=3, micro=4).fit([*subjects, small])
 
 
 def test_bad_hyperparameters():
