@@ -28,6 +28,9 @@ class InvalidInputError(ValueError):
         self.problem = problem
         super().__init__(f"{source}: {problem}")
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (a worker pool)
+        return type(self), (self.source, self.problem)
+
 
 @dataclass(frozen=True, eq=False)
 class Volume:

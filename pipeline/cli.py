@@ -29,6 +29,9 @@ class RunInterruptedError(Exception):
         kept = f"kept {checkpoint}" if checkpoint else "no checkpoint had been written yet"
         super().__init__(f"stopped by {received}; {kept}" + (f"; {resume}" if resume else ""))
 
+    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary
+        return type(self), (self.received, self.checkpoint, self.resume)
+
 
 class ConfigError(ValueError):
     """A configuration that cannot mean what the user asked for (e.g. ``lambda`` with BrainClustering)."""

@@ -135,3 +135,24 @@ def test_evaluate_says_which_file_names_it_expects(tmp_path):
         f"error: {tmp_path / 'out'}: no file named after a case of {root}: expected <case>.nii.gz or <case> "
         "followed by one of _ - . (e.g. CASE-A.nii.gz, CASE-A-t2.nii.gz); found other.nii.gz"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["truncated", "text", "another shape"])
+def test_evaluate_names_a_bad_prediction_found_by_a_worker(tmp_path, fault):
+    root = tmp_path / "data"
+    for case_id in ("CASE-A", "CASE-B", "CASE-C"):
+        brats2023_case(root, case_id, ("t1", "t2"))
+        save_volume(ball_volume(), tmp_path / "out" / f"{case_id}.nii.gz")
+    bad = tmp_path / "out" / "CASE-B.nii.gz"
+    if fault == "truncated":
+        bad.write_bytes(bad.read_bytes()[:100])
+    elif fault == "text":
+        bad.write_bytes(b"not a NIfTI file\n")
+    else:
+        save_volume(ball_volume(shape=(12, 12, 8)), bad)
+    result = run("evaluate.py", tmp_path / "out", root, check=False)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("Scoring")]  # progress lines
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: "), result.stderr
+    assert not (tmp_path / "out" / "evaluation").exists()  # nothing written from a half-scored folder
