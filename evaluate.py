@@ -33,7 +33,7 @@ from datamodules.dataset import SynthesisDataset
 from datamodules.splits import write_json_atomic
 from datamodules.task import CONTRASTS, SynthesisTask
 from evaluation.folders import score_folders
-from evaluation.run_folder import RunFolder
+from evaluation.run_folder import EVALUATION, RunFolder
 from evaluation.scoring import (
     PRIMARY_METRIC,
     summarise,
@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarise(rows)
             evaluation = RunFolder(output)  # the same file names as a run's
             evaluation.write_metrics(rows)
-            evaluation.write_summary({"primary_metric": PRIMARY_METRIC, "task": str(task), "summary": summary})
+            evaluation.write_summary(
+                {
+                    "kind": EVALUATION,
+                    "predictions": [str(folder) for folder in args.predictions],
+                    "primary_metric": PRIMARY_METRIC,
+                    "task": task.record,
+                    "summary": summary,
+                }
+            )
             title = f"{task}: " + ", ".join(map(str, args.predictions))
             console.print(summary_table(summary, title=title, width=console.width))
         if args.segmenter or args.segmenter_command:
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = evaluate_synthetic(segmenter, dataset, files, task.target)
             summary = summarise(rows)
             write_rows_csv(rows, output / "segmentation_metrics.csv")
-            write_json_atomic({"task": str(task), "summary": summary}, output / "segmentation_summary.json")
+            write_json_atomic({"task": task.record, "summary": summary}, output / "segmentation_summary.json")
             title = f"segmentation with each {task.target} (real and synthetic)"
             console.print(summary_table(summary, title=title, metrics=SEGMENTATION_TABLE, width=console.width))
     return 0

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with bad_input_exits():
         study = collect(args.runs, args.segmentation)
+        for sentence in study.skipped:
+            print(f"note: {sentence}", file=sys.stderr)
         if not study.runs:
             raise InvalidInputError(", ".join(map(str, args.runs)), "no run directory (summary.json + metrics.csv)")
         volumes = gallery_volumes(study, args.data) if args.data else None

@@ -51,5 +51,10 @@ class SynthesisTask:
         """Sources then target: what a training case must have."""
         return (*self.sources, self.target)
 
+    @property
+    def record(self) -> dict[str, list[str] | str]:
+        """As a run's ``summary.json`` records it (the inverse of :meth:`of`)."""
+        return {"source": list(self.sources), "target": self.target}
+
     def __str__(self) -> str:
         return f"{'+'.join(self.sources)} -> {self.target}"

@@ -60,6 +60,7 @@ class Study:
     tasks: list[SynthesisTask] = field(default_factory=list)  # of the runs, each once
     run_numbers: dict[str, int] = field(default_factory=dict)  # a run's own label -> its run's number (from 1)
     sources: dict[str, list[RunFolder]] = field(default_factory=dict)  # label -> the runs that hold it
+    skipped: list[str] = field(default_factory=list)  # folders found and left out, one sentence each
 
     def short(self, label: str) -> str:
         """The label shown in tables and figures: ``pix2pix #3`` for ``pix2pix (<run 3's folder>)``;
@@ -112,7 +113,8 @@ class Study:
 def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = ()) -> Study:
     """Read every run's ``metrics.csv`` (a baseline repeated in several runs is kept once) and every
     ``segmentation_metrics.csv``."""
-    study = Study(runs=find_runs(run_folders))
+    study = Study()
+    study.runs = find_runs(run_folders, study.skipped)
     several = len(study.runs) > 1
     seen: set[tuple[str, str, str]] = set()
     for number, run in enumerate(study.runs, start=1):
@@ -380,6 +382,8 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
         document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run.path) for run in study.runs))
     for sentence in study.merges():
         document.paragraph("Merged: " + sentence)
+    for sentence in study.skipped:
+        document.paragraph("Not read: " + sentence)
     image_summary = summarise(study.image_rows, metrics=list(METRICS))
     for role in roles_in(study.image_rows):
         document.heading(f"Image metrics, {role} (mean ± sd over cases)")

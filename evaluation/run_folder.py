@@ -34,6 +34,8 @@ SUMMARY, METRICS_CSV, SPLIT, MODEL, BASELINES, PREDICTIONS = (
     "baselines",
     "predictions",
 )
+#: ``summary.json``'s ``kind`` in a folder that ``evaluate.py`` wrote (a run's has none).
+EVALUATION = "evaluation"
 #: What a run writes after fitting; a rerun into the same folder replaces all of it, so that no
 #: prediction or score of the earlier run stays beside the new ones. ``model/`` stays: its
 #: checkpoints are what an interrupted run resumes from.
@@ -115,9 +117,19 @@ class RunFolder:
 
     @property
     def task(self) -> SynthesisTask:
-        """The task the run's summary records (runs made before tasks were recorded did T1 -> T2)."""
+        """The task the run's summary records (runs made before tasks were recorded did T1 -> T2;
+        evaluations made before the task was a mapping wrote ``t1+t1ce -> t2``)."""
         task = self.read_summary().get("task") if self.finished else None
+        if isinstance(task, str):
+            sources, target = task.split(" -> ")
+            return SynthesisTask.of(sources.split("+"), target)
         return SynthesisTask.of(task["source"], task["target"]) if task else SynthesisTask()
+
+    @property
+    def is_evaluation(self) -> bool:
+        """Whether ``evaluate.py`` wrote the folder: it scores predictions that belong to runs."""
+        summary = self.read_summary() if self.finished else {}
+        return summary.get("kind") == EVALUATION or isinstance(summary.get("task"), str)
 
     @staticmethod
     def holding(path: Path) -> RunFolder | None:
@@ -133,15 +145,26 @@ def recorded_model(summary_file: Path) -> str:
     return json.loads(summary_file.read_text()).get("model", "") if summary_file.exists() else ""
 
 
-def find_runs(folders: Sequence[Path]) -> list[RunFolder]:
+def find_runs(folders: Sequence[Path], skipped: list[str] | None = None) -> list[RunFolder]:
     """The finished runs (holding ``summary.json`` and ``metrics.csv``) at or under the given folders,
-    each once; evaluations written into a run (``evaluation/``) are not runs."""
+    each once. An ``evaluate.py`` output is read when it is given itself; found under a given folder,
+    it is left out (its predictions belong to runs that are likely listed too), and a sentence saying
+    so goes to ``skipped``."""
     runs = []
     for folder in folders:
-        summaries = [folder / SUMMARY] if (folder / SUMMARY).exists() else sorted(folder.rglob(SUMMARY))
-        runs += [
-            RunFolder(summary.parent)
-            for summary in summaries
-            if (summary.parent / METRICS_CSV).exists() and "evaluation" not in summary.parent.parts
-        ]
+        if (folder / SUMMARY).exists() and (folder / METRICS_CSV).exists():
+            runs.append(RunFolder(folder))
+            continue
+        for summary in sorted(folder.rglob(SUMMARY)):
+            run = RunFolder(summary.parent)
+            if not run.metrics_file.exists():
+                continue
+            if run.is_evaluation:
+                if skipped is not None:
+                    skipped.append(
+                        f"{run.path}: skipped, an evaluate.py output (it rescores runs' predictions); "
+                        "give it on its own to report it"
+                    )
+                continue
+            runs.append(run)
     return list(dict.fromkeys(runs))

@@ -258,7 +258,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
     degenerate = dict(Counter(row["method"] for row in rows if row.get("degenerate")))
     record: dict[str, Any] = {"primary_metric": PRIMARY_METRIC, "model": model_name}
     if isinstance(primary, SynthesisMethod):
-        record["task"] = {"source": primary.source, "target": primary.target}
+        record["task"] = primary.contrasts.record
     run.write_summary(record | {"summary": summary, "degenerate": degenerate})
     for name, count in degenerate.items():
         console.print(

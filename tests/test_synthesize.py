@@ -1,6 +1,7 @@
 """synthesize.py refuses what it cannot do unambiguously, and never reads its own outputs as inputs."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -109,6 +110,8 @@ def test_the_missing_contrast_is_written_with_the_case_naming_and_scored_as_writ
     rows = list(csv.DictReader((tmp_path / "out" / "evaluation" / "metrics.csv").open()))
     assert [(r["method"], r["case_id"]) for r in rows] == [("out", "CASE-B")], evaluation.stdout
     assert float(rows[0]["pct_mse_brain"]) >= 0
+    summary = json.loads((tmp_path / "out" / "evaluation" / "summary.json").read_text())
+    assert summary["task"] == {"source": ["t1", "t1ce", "flair"], "target": "t2"}  # as a run records it
 
 
 @pytest.mark.slow

@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from datamodules.task import SynthesisTask
 from evaluation.report import best_on_validation, build_report, collect, method_label, write_report
 from evaluation.scoring import METRICS, summarise, write_rows_csv
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
@@ -133,3 +136,18 @@ def test_the_console_table_fits_80_columns_without_cutting_a_label():
     lines = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
     assert label.replace(" ", "") in "".join(lines[:3])  # wrapped and folded onto lines, not cut
     assert "…" not in text
+
+
+@pytest.mark.parametrize("task", [{"source": ["t1", "flair"], "target": "t2"}, "t1+flair -> t2"], ids=["now", "before"])
+def test_an_evaluation_folder_is_read_when_given_and_skipped_with_a_note_when_found(tmp_path, task):
+    fake_run(tmp_path / "multirun" / "run", "bc", {"bc": [0.1, 0.2], "zeros": [0.5, 0.6]})
+    evaluation = fake_run(tmp_path / "multirun" / "evaluation_of_run", "", {"bc": [0.1, 0.2]}, task=task)
+    if isinstance(task, dict):  # what evaluate.py writes now; before, only the task as a string told it apart
+        summary = json.loads((evaluation / "summary.json").read_text()) | {"kind": "evaluation"}
+        (evaluation / "summary.json").write_text(json.dumps(summary))
+    found = collect([tmp_path / "multirun"])
+    assert [run.path for run in found.runs] == [tmp_path / "multirun" / "run"]
+    assert found.skipped == [f"{evaluation}: skipped, an evaluate.py output (it rescores runs' predictions); "
+                             "give it on its own to report it"]  # fmt: skip
+    given = collect([evaluation])
+    assert given.methods == ["bc"] and given.tasks == [SynthesisTask(("t1", "flair"), "t2")] and not given.skipped
