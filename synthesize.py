@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             written += 1
         except InvalidInputError as error:
             failures.append(str(error))
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error}", file=sys.stderr)  # now, for whoever watches a long run
+    if jobs and failures:  # again after the progress, which may have drawn over them
+        for failure in failures:
+            print(f"error: {failure}", file=sys.stderr)
     where = args.output or "the cases' folders"
     print(f"wrote {written} file(s) to {where}" + (f"; {len(failures)} failed" if failures else ""))
     return EXIT_BAD_INPUT if failures else 0
