@@ -61,12 +61,12 @@ def test_refusals_name_the_file_and_the_problem(model, tmp_path):
 @pytest.mark.slow
 def test_a_dangling_link_in_a_folder_is_reported_and_the_rest_written(model, tmp_path):
     folder = t1_folder(tmp_path / "scans")
-    (folder / "c.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
+    (folder / "0.nii.gz").symlink_to(tmp_path / "gone.nii.gz")
     result = run("synthesize.py", model, folder, tmp_path / "out", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     after_progress = lines[max(i for i, line in enumerate(lines) if line.startswith("Synthesising")) + 1 :]
-    assert after_progress == [f"error: {folder / 'c.nii.gz'}: dangling symbolic link"]  # listed after the progress
+    assert after_progress == [f"error: {folder / '0.nii.gz'}: dangling symbolic link"]  # listed after the progress
     assert result.stdout.strip().endswith(f"wrote 2 file(s) to {tmp_path / 'out'}; 1 failed")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_t2syn.nii.gz", "b_t2syn.nii.gz"]
 
