@@ -1,6 +1,7 @@
 """Every model and generator config the project ships is instantiated, not only composed; every model
 config honours the method contract end to end on a tiny phantom: fit, predict, save, load, predict the
-same again. Logger configs need a Hydra run's output folder and are not covered here."""
+same again, and a synthesis model's volume is float32 on the unit scale with zero outside the brain.
+Logger configs need a Hydra run's output folder and are not covered here."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from pipeline.contract import FitContext, Method, TaskNotSupportedError
+from pipeline.contract import FitContext, Method, SynthesisMethod, TaskNotSupportedError
 from tests.conftest import REPOSITORY
 
 CONF = REPOSITORY / "conf"
@@ -73,6 +74,10 @@ def test_every_model_config_fits_predicts_saves_and_loads(name, tiny_phantom, tm
     prediction = method.predict(query)
     assert prediction.shape == query.reference.shape
     np.testing.assert_array_equal(prediction.affine, query.reference.affine)
+    if isinstance(method, SynthesisMethod):  # the contract's promises on every synthetic volume
+        assert prediction.data.dtype == np.float32
+        assert prediction.data.min() >= 0 and prediction.data.max() <= 1  # the target's unit scale
+        assert not prediction.data[~query.brain].any()  # zero outside the brain
     loaded = Method.load(method.save(tmp_path / "saved"))
     assert type(loaded) is type(method) and loaded.hyperparameters() == method.hyperparameters()
     np.testing.assert_array_equal(loaded.predict(query).data, prediction.data)
