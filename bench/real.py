@@ -1,0 +1,221 @@
+"""The real benchmark: every method trained on real BraTS cases and scored on real cases it never saw.
+
+    python bench/real.py --data /data/brats18-dev [--extra ../shared/data/real]
+                         [--sources t1 t1,t1ce,flair] [--methods NAME ...] [--output reproduce/real]
+
+Protocol (fixed, so that numbers from two commits compare):
+
+- ``--data``: the 20 BraTS 2018 development cases (``../shared/data/brats18-dev``; labels 1/2/4).
+  Sorted by case id, case ``i`` goes to fold ``i mod 5``; each fold's 4 cases are predicted by a model
+  fitted on the other 16, so every case is predicted once by a model that never saw it.
+- ``--extra``: further held-out cases from other pipelines (``../shared/data/real``), predicted by a
+  model fitted on all the development cases.
+- Each method is built from its ``conf/model`` config with the overrides below (the same objects
+  ``train.py`` builds) and scored by ``evaluation.scoring.score_prediction`` on the source's brain.
+
+Prints, per task and method, the mean and sd over cases of each metric, the sd of the five fold means
+(how much the numbers move with the split), and on how many cases the method beats Complementary
+(and ClosestSource where it applies) on ``pct_mse_brain`` and on ``ssim_healthy``. Writes
+``metrics.csv`` (a row per task, method and case) and, per task, ``gallery-<task>.png``: three held-out
+cases, their sources, the real target and each method's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
+from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.task import SynthesisTask
+from evaluation.scoring import score_prediction, write_rows_csv
+from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+FOLDS = 5
+#: name -> (conf/model config, overrides): the methods compared. Extra outputs (BrainClustering's
+#: unfiltered image) are scored as ``<name>_<output>``.
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "brainclustering": ("brainclustering", ()),
+    "brainclustering_paper": ("brainclustering", ("model.setting=paper",)),
+    "intensity_lookup": ("intensity_lookup", ()),
+    "complementary": ("complementary", ()),
+    "closest_source": ("closest_source", ()),
+}
+BASELINES = ("complementary", "closest_source")
+REPORTED = ("pct_mse_brain", "pct_mse_tumour", "ssim_healthy", "ssim_tumour", "mse_brain")
+WINS = ("pct_mse_brain", "ssim_healthy")
+LOWER_IS_BETTER = {"pct_mse_brain": True, "ssim_healthy": False}
+GALLERY_CASES = 3
+
+
+def build(name: str, task: SynthesisTask) -> SynthesisMethod | None:
+    """The method ``name`` for ``task``, or None (with a line) when it cannot do the task."""
+    config, overrides = METHODS[name]
+    sources = "[" + ",".join(task.sources) + "]"
+    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"model={config}", f"source={sources}", f"target={task.target}", "data=brats", *overrides],
+        )
+    try:
+        return instantiate(cfg.model)
+    except Exception as error:  # Hydra wraps the method's refusal
+        if isinstance(error.__cause__, TaskNotSupportedError):
+            print(f"  {name}: skipped ({error.__cause__})")
+            return None
+        raise
+
+
+def folds_of(case_ids: Sequence[str]) -> list[list[str]]:
+    ordered = sorted(case_ids)
+    return [ordered[k::FOLDS] for k in range(FOLDS)]
+
+
+def scored_rows(
+    method: SynthesisMethod, name: str, subjects: Sequence[Subject], task: SynthesisTask, fold: int | str
+) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Per-case rows of every output of ``method`` on ``subjects``, and the outputs by label and case."""
+    rows, outputs = [], {}
+    for subject in subjects:
+        for output, volume in method.predict_all(subject).items():
+            label = f"{name}_{output}" if output else name
+            scores = score_prediction(volume, subject, task.target)
+            rows.append({"task": str(task), "method": label, "fold": fold, "case_id": subject.case_id, **scores})
+            outputs.setdefault(label, {})[subject.case_id] = volume.data
+    return rows, outputs
+
+
+def run_task(
+    task: SynthesisTask, development: dict[str, Subject], extra: dict[str, Subject], names: Sequence[str]
+) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    rows, outputs = [], {}
+    plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development)))]
+    if extra:
+        plans.append(("extra", list(extra)))
+    for name in names:
+        if build(name, task) is None:
+            continue
+        started = time.perf_counter()
+        for fold, held_out in plans:
+            method = build(name, task)
+            training = [subject for case_id, subject in development.items() if case_id not in held_out]
+            method.fit(training, FitContext())
+            queries = [development.get(case_id) or extra[case_id] for case_id in held_out]
+            fold_rows, fold_outputs = scored_rows(method, name, queries, task, fold)
+            rows += fold_rows
+            for label, by_case in fold_outputs.items():
+                outputs.setdefault(label, {}).update(by_case)
+        print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    return rows, outputs
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+
+def wins(rows: Sequence[dict], label: str, baseline: str, metric: str) -> str:
+    ours = {r["case_id"]: r[metric] for r in rows if r["method"] == label}
+    theirs = {r["case_id"]: r[metric] for r in rows if r["method"] == baseline}
+    common = [c for c in ours if c in theirs and ours[c] is not None and theirs[c] is not None]
+    if not common:
+        return "–"
+    better = sum((ours[c] < theirs[c]) if LOWER_IS_BETTER[metric] else (ours[c] > theirs[c]) for c in common)
+    return f"{better}/{len(common)}"
+
+
+def table(rows: Sequence[dict], task: SynthesisTask) -> str:
+    """A Markdown table of one task: means ± sd over cases, the spread of fold means, and wins."""
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    baselines = [b for b in BASELINES if b in labels]
+    header = ["method", "cases", *REPORTED, "fold sd (pct_mse_brain)"]
+    header += [f"beats {b} ({m})" for b in baselines for m in WINS]
+    lines = [f"T2 from {', '.join(task.sources)}" if task.target == "t2" else str(task), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for label in labels:
+        own = [r for r in rows if r["method"] == label]
+        folds = [np.mean([r["pct_mse_brain"] for r in own if r["fold"] == k]) for k in range(FOLDS)]
+        cells = [label, str(len(own)), *(mean_sd([r[m] for r in own]) for m in REPORTED)]
+        cells.append(f"{np.std(folds, ddof=1):.3f}" if all(np.isfinite(folds)) else "n/a")
+        cells += ["–" if label == b else wins(rows, label, b, m) for b in baselines for m in WINS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def draw_gallery(
+    task: SynthesisTask, subjects: dict[str, Subject], outputs: dict[str, dict[str, np.ndarray]], path: Path
+) -> None:
+    """Rows: held-out cases; columns: the sources, the real target and each method's output, at the
+    axial slice with the most tumour (percentile scale inside the brain; outputs clipped to [0, 1])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from datamodules.preprocessing import percentile_scale
+
+    cases = list(subjects)[:GALLERY_CASES]
+    columns = [*task.sources, f"real {task.target}", *outputs]
+    figure, axes = plt.subplots(len(cases), len(columns), figsize=(1.9 * len(columns), 2.0 * len(cases)), squeeze=False)
+    for row, case_id in enumerate(cases):
+        subject = subjects[case_id]
+        brain = subject.brain
+        tumour = subject.tumour
+        z = int(np.argmax(tumour.sum(axis=(0, 1)))) if tumour is not None and tumour.any() else brain.shape[2] // 2
+        panels = [percentile_scale(subject[c].data, brain) for c in task.sources]
+        panels.append(percentile_scale(subject[task.target].data, brain))
+        panels += [np.clip(outputs[label][case_id], 0, 1) for label in outputs]
+        for column, (axis, panel) in enumerate(zip(axes[row], panels, strict=True)):
+            axis.imshow(np.rot90(panel[:, :, z]), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(columns[column].replace("_", "\n", 1), fontsize=7)
+        axes[row][0].set_ylabel(case_id, fontsize=6)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def load_all(root: Path, convention: str, task: SynthesisTask) -> dict[str, Subject]:
+    dataset = SynthesisDataset(root, label_convention=convention, write_split=False)
+    return {case_id: dataset.load(case, task.modalities) for case_id, case in sorted(dataset.cases.items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="the BraTS 2018 development cases")
+    parser.add_argument("--extra", type=Path, default=None, help="further held-out cases (BraTS 2023 layout)")
+    parser.add_argument("--sources", nargs="+", default=["t1", "t1,t1ce,flair"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
+    args = parser.parse_args(argv)
+    all_rows = []
+    for sources in args.sources:
+        task = SynthesisTask.of(sources.split(","), "t2")
+        print(f"{task}:", flush=True)
+        development = load_all(args.data, "brats2019", task)
+        extra = load_all(args.extra, "brats2023", task) if args.extra else {}
+        rows, outputs = run_task(task, development, extra, args.methods)
+        all_rows += rows
+        print(table(rows, task) + "\n", flush=True)
+        held_out = {case_id: development[case_id] for case_id in folds_of(list(development))[0]}
+        draw_gallery(task, held_out, outputs, args.output / f"gallery-{'+'.join(task.sources)}.png")
+    write_rows_csv(all_rows, args.output / "metrics.csv")
+    print(f"wrote {args.output / 'metrics.csv'} and the galleries")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
