@@ -44,7 +44,7 @@ FOLDS = 5
 #: unfiltered image) are scored as ``<name>_<output>``.
 METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "brainclustering": ("brainclustering", ()),
-    "brainclustering_paper": ("brainclustering", ("model.setting=paper",)),
+    "brainclustering_paper": ("brainclustering", ("model.setting=paper", "model.macro=4")),
     "intensity_lookup": ("intensity_lookup", ()),
     "complementary": ("complementary", ()),
     "closest_source": ("closest_source", ()),

@@ -8,14 +8,25 @@ the moving average of eq. (1) when a key repeats. Query: cluster the query's T1 
 tissues, look each voxel up in its tissue's table (exact hit, else linear interpolation between the
 two nearest rows), and apply a 3x3 median per axial slice.
 
-Two settings (see the README for the side-by-side table):
+Three settings (docs/brainclustering.md has them side by side, on the phantom and on real cases):
 
-- ``paper`` (default): ``micro`` shades per tissue, eq. (1) as written, the data layer's brain mask
-  (works with any background), matched pairs without a common voxel skipped, every tissue
-  guaranteed a table, and values clamped to the end rows outside a table's range.
+- ``paper`` (the class's default; the reproduction): ``micro`` shades per tissue, eq. (1) as written,
+  the data layer's brain mask (works with any background), matched pairs without a common voxel
+  skipped, every tissue guaranteed a table, and values clamped to the end rows outside a table's range.
 - ``reference``: the authors' code: ``micro`` is the total split evenly across tissues, the update
   is f += |a2 - f| / n, the foreground is "greater than the volume minimum" after their outlier
   removal, and a table extrapolates through the origin (f(x_k) x / x_k) beyond its end rows.
+- ``quantile`` (``conf/model/brainclustering.yaml``'s default): the same tissues and shades, made
+  to hold on real scans, where the paper's setting turns a T1 into speckle. Three changes, each
+  against a cause measured on real BraTS cases: (1) a shade's row holds the mean target of its own
+  voxels (:func:`shade_mean_rows`) instead of the mean of the T2 shade matched to it one to one,
+  which on real scans is close to a random pick among the tissue's shades; (2) the primary source is
+  put on a robust z-score scale (median and IQR of the brain), on which the keys of different
+  patients line up, and the patients' rows are merged, per tissue, into ``micro`` key bins weighted
+  by their voxels (:func:`binned_rows`) instead of interleaving into a jagged table; (3) the looked-up
+  image keeps its order of values but takes the training targets' distribution (the mean of their
+  quantiles on the percentile scale, :func:`match_quantiles`): a mean per shade is shrunk towards the
+  middle, which the evaluation's percentile scale and a segmenter read as lost contrast.
 
 Search mode builds, per query, a model from the ``w`` training patients whose preprocessed T1 is
 nearest in mean squared difference over the whole volume. Every patient's table rows and
@@ -24,7 +35,7 @@ preprocessed T1 are cached by ``fit``, so a query never re-reads or re-clusters 
 Any task (``source`` -> ``target``, T1 -> T2 by default): the first source plays the T1's part and
 the target the T2's. With one source the method is exactly the paper's, bit for bit.
 
-Several sources (``setting=paper`` only), e.g. T1, T1CE and FLAIR -> T2. A voxel's *combination* is
+Several sources (``setting=paper`` or ``quantile``), e.g. T1, T1CE and FLAIR -> T2. A voxel's *combination* is
 its tissue in every source: the primary source's tissue (from the leveled clustering above) and each
 further source's level. A further source is put on a scale anchored at its brain median (healthy
 tissue, most of the brain, then lands at the same place whatever the lesion's size, which moves a
@@ -60,6 +71,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
 
 from clustering.kmeans import cluster_distinct, distinct_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
@@ -70,6 +82,7 @@ from datamodules.preprocessing import (
     median_per_axial_slice,
     percentile_scale_values,
     put_values_at,
+    robust_scale_values,
     unit_scale_values,
     values_at,
 )
@@ -79,7 +92,9 @@ from pipeline.contract import FitContext, SynthesisMethod
 MODES = ("train", "search")
 #: Resolution at which further sources' training values are pooled to learn their levels.
 SOURCE_LEVEL_BINS = 4096
-SETTINGS = ("paper", "reference")
+SETTINGS = ("paper", "reference", "quantile")
+#: ``setting=quantile``: the target's distribution is kept as this many quantiles (0, 0.001, ..., 1).
+TARGET_QUANTILES = 1001
 
 
 # -- preprocessing -------------------------------------------------------------------------------
@@ -192,24 +207,28 @@ def match_labels(overlap: np.ndarray) -> np.ndarray:
     return matched
 
 
-ROW_FIELDS = ("tissue", "key", "value", "context")
+ROW_FIELDS = ("tissue", "key", "value", "context", "weight")
 
 
 @dataclass(frozen=True)
 class TableRows:
     """Rows one training patient adds to the tables: tissue (the primary source's), key (primary
     shade mean), value (the matched target shade's mean; with several sources, a combination's rows
-    hold the mean target of the shade's voxels in it) and ``context``: the further sources' levels,
-    (rows, sources - 1), all -1 on the single-source rows that serve as the fallback."""
+    hold the mean target of the shade's voxels in it), ``context``: the further sources' levels,
+    (rows, sources - 1), all -1 on the single-source rows that serve as the fallback, and ``weight``:
+    the voxels behind each row (``setting=quantile`` merges by it; 1 elsewhere)."""
 
     tissue: np.ndarray
     key: np.ndarray
     value: np.ndarray
     context: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.context is None:
             object.__setattr__(self, "context", np.zeros((self.tissue.size, 0), dtype=np.int64))
+        if self.weight is None:
+            object.__setattr__(self, "weight", np.ones(self.tissue.size))
 
     @property
     def combination(self) -> np.ndarray:
@@ -259,6 +278,19 @@ def matched_rows(
     return TableRows(np.array(tissues, dtype=np.int64), np.array(keys), np.array(values))
 
 
+def shade_mean_rows(c1: LeveledClustering, target: np.ndarray, macro: int, micro: int) -> TableRows:
+    """``setting=quantile``'s rows of one patient: one per primary (tissue, shade), the shade's mean ->
+    the mean target of its voxels (the cell's least-squares value), weighted by its voxels. Unlike
+    the one-to-one shade matching, a row's value never comes from voxels the shade does not hold."""
+    cells = c1.macro * micro + c1.micro
+    voxels = np.bincount(cells, minlength=macro * micro)
+    sums = np.bincount(cells, weights=target, minlength=macro * micro)
+    filled = np.flatnonzero(voxels)
+    tissue, shade = np.divmod(filled, micro)
+    means = sums[filled] / voxels[filled]
+    return TableRows(tissue, c1.means[tissue, shade], means, weight=voxels[filled].astype(float))
+
+
 def combination_codes(combination: np.ndarray, macro: int) -> np.ndarray:
     """One integer per row of a (n, sources) array of tissue labels (mixed radix ``macro``)."""
     return np.ravel_multi_index(tuple(combination.T), (macro,) * combination.shape[1])
@@ -277,15 +309,19 @@ def multisource_patient_rows(
     micro: int,
     primary_keys: np.ndarray | None = None,
     target_keys: np.ndarray | None = None,
+    shade_means: bool = False,
 ) -> TableRows:
     """The table rows of one patient with several sources (see the module docstring), from the
     primary source's and the target's values of the same voxels and the further sources' levels
-    there: the single-source rows (context -1, the fallback) and each combination's rows. The keys
-    as :func:`patient_rows`'."""
+    there: the single-source rows (context -1, the fallback; with ``shade_means``,
+    :func:`shade_mean_rows`) and each combination's rows. The keys as :func:`patient_rows`'."""
     c1 = leveled_clustering(primary, macro, micro, primary_keys)
-    c2 = leveled_clustering(target, macro, micro, target_keys)
-    single = matched_rows(c1, c2, macro, micro, skip_disjoint=True)
-    parts = [TableRows(single.tissue, single.key, single.value, np.full((single.tissue.size, len(other_levels)), -1))]
+    if shade_means:
+        single = shade_mean_rows(c1, target, macro, micro)
+    else:
+        single = matched_rows(c1, leveled_clustering(target, macro, micro, target_keys), macro, micro, True)
+    fallback_context = np.full((single.tissue.size, len(other_levels)), -1)
+    parts = [TableRows(single.tissue, single.key, single.value, fallback_context, single.weight)]
     combination = np.column_stack([c1.macro, *other_levels]).astype(np.int64)
     codes = combination_codes(combination, macro)
     _, inverse, sizes = np.unique(codes, return_inverse=True, return_counts=True)
@@ -296,7 +332,8 @@ def multisource_patient_rows(
     sums = np.bincount(cell_of, weights=target[common])
     members = combination[common][first]
     shades = c1.micro[common][first]
-    parts.append(TableRows(members[:, 0], c1.means[members[:, 0], shades], sums / cell_sizes, members[:, 1:]))
+    keys = c1.means[members[:, 0], shades]
+    parts.append(TableRows(members[:, 0], keys, sums / cell_sizes, members[:, 1:], cell_sizes.astype(float)))
     return TableRows.concatenate(parts)
 
 
@@ -333,17 +370,36 @@ def merge_rows(key: np.ndarray, value: np.ndarray, absolute_update: bool) -> tup
     return unique_keys, merged, counts
 
 
-def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
+def binned_rows(key: np.ndarray, value: np.ndarray, weight: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
+    """Rows of many patients -> one sorted table of at most ``bins`` rows over the keys' range: per
+    equal-width bin of keys, the weighted mean key and value, and the rows merged (``setting=quantile``).
+    The patients' keys interleave; merged one by one, their values would make a jagged table."""
+    edges = np.linspace(key.min(), key.max(), bins + 1)
+    index = np.clip(np.searchsorted(edges, key, side="right") - 1, 0, bins - 1)
+    total = np.bincount(index, weights=weight, minlength=bins)
+    filled = total > 0
+    keys = np.bincount(index, weights=weight * key, minlength=bins)[filled] / total[filled]
+    values = np.bincount(index, weights=weight * value, minlength=bins)[filled] / total[filled]
+    return keys, values, np.bincount(index, minlength=bins)[filled]
+
+
+def build_tables(rows: TableRows, macro: int, absolute_update: bool, bins: int | None = None) -> Tables:
     """Merge rows (in patient order) into per-tissue tables keyed by the primary shade mean
-    (:func:`merge_rows`). A tissue left without rows takes the rows of all tissues, so no query
-    voxel meets an empty table (the reference dereferences an empty map there).
+    (:func:`merge_rows`, or :func:`binned_rows` into ``bins`` rows). A tissue left without rows takes
+    the rows of all tissues, so no query voxel meets an empty table (the reference dereferences an
+    empty map there).
     """
     keys_out, values_out, counts_out, offsets = [], [], [], [0]
     for tissue in range(macro):
         selected = rows.tissue == tissue
         if not selected.any():
             selected = np.ones_like(selected)
-        unique_keys, merged, counts = merge_rows(rows.key[selected], rows.value[selected], absolute_update)
+        if bins is None:
+            unique_keys, merged, counts = merge_rows(rows.key[selected], rows.value[selected], absolute_update)
+        else:
+            unique_keys, merged, counts = binned_rows(
+                rows.key[selected], rows.value[selected], rows.weight[selected], bins
+            )
         keys_out.append(unique_keys)
         values_out.append(merged)
         counts_out.append(counts)
@@ -361,12 +417,13 @@ def build_tables(rows: TableRows, macro: int, absolute_update: bool) -> Tables:
 CombinationTables = list[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]]
 
 
-def build_combination_tables(rows: TableRows, macro: int, sources: int) -> CombinationTables:
-    """The tables of every combination prefix (module docstring), merged by eq. (1). Depth 1 is the
-    single-source method's (the rows with context -1), built by :func:`build_tables`."""
+def build_combination_tables(rows: TableRows, macro: int, sources: int, bins: int | None = None) -> CombinationTables:
+    """The tables of every combination prefix (module docstring), merged by eq. (1) (or into ``bins``
+    rows, :func:`binned_rows`). Depth 1 is the single-source method's (the rows with context -1),
+    built by :func:`build_tables`."""
     single = (rows.context < 0).all(axis=1)
-    fallback = TableRows(rows.tissue[single], rows.key[single], rows.value[single])
-    per_tissue = build_tables(fallback, macro, absolute_update=False)
+    fallback = TableRows(rows.tissue[single], rows.key[single], rows.value[single], weight=rows.weight[single])
+    per_tissue = build_tables(fallback, macro, absolute_update=False, bins=bins)
     levels: CombinationTables = [{(t,): per_tissue.table(t) for t in range(macro)}]
     rows = TableRows(*(getattr(rows, f)[~single] for f in ROW_FIELDS))
     combination = rows.combination
@@ -375,7 +432,10 @@ def build_combination_tables(rows: TableRows, macro: int, sources: int) -> Combi
         tables = {}
         for code in np.unique(codes):
             selected = codes == code
-            keys, values, _ = merge_rows(rows.key[selected], rows.value[selected], absolute_update=False)
+            if bins is None:
+                keys, values, _ = merge_rows(rows.key[selected], rows.value[selected], absolute_update=False)
+            else:
+                keys, values, _ = binned_rows(rows.key[selected], rows.value[selected], rows.weight[selected], bins)
             tables[tuple(int(t) for t in combination[np.argmax(selected), :depth])] = (keys, values)
         levels.append(tables)
     return levels
@@ -419,6 +479,14 @@ def look_up(keys: np.ndarray, values: np.ndarray, x: np.ndarray, through_origin:
     return result
 
 
+def match_quantiles(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``values`` replaced, rank for rank, by the distribution whose evenly spaced quantiles are
+    ``quantiles`` (ties share their mean rank): the order of the values is kept, their histogram is
+    the training targets'."""
+    ranks = (rankdata(values, method="average") - 0.5) / values.size
+    return np.interp(ranks, np.linspace(0, 1, quantiles.size), quantiles)
+
+
 # -- search --------------------------------------------------------------------------------------
 
 #: Search keeps each training patient's primary source (in [0, 1]) as this many 16-bit levels: half
@@ -454,7 +522,8 @@ class BrainClustering(SynthesisMethod):
         w: number of neighbours in Search mode.
         macro: macro clusters (tissues), 3 to 6 as in the paper.
         micro: micro clusters per tissue (``paper``) or in total (``reference``, divisible by macro).
-        setting: ``paper`` or ``reference`` (see the module docstring; ``reference`` is T1 -> T2 only).
+        setting: ``paper``, ``reference`` or ``quantile`` (see the module docstring; ``reference`` is
+            T1 -> T2 only).
         median_filter: whether the main output is the median-filtered image; both are always made
             (``predict_all``).
         source, target: the task (module docstring); the first source plays the T1's part.
@@ -516,8 +585,10 @@ class BrainClustering(SynthesisMethod):
             training = (primary > 0) & (target > 0) if with_target else None
             others = ()
         else:
-            primary = percentile_scale_values(primary_raw)  # float32; values are widened where used
-            target = unit_scale_values(target_raw) if with_target else None
+            primary_scale = robust_scale_values if self.setting == "quantile" else percentile_scale_values
+            primary = primary_scale(primary_raw)  # float32; values are widened where used
+            target_scale = percentile_scale_values if self.setting == "quantile" else unit_scale_values
+            target = target_scale(target_raw) if with_target else None
             training = values_at(brain_mask(subject[self.target]), voxels) if with_target else None
             others = tuple(median_scale_values(values_at(subject[c].data, voxels)) for c in self.source[1:])
         return Prepared(
@@ -561,6 +632,9 @@ class BrainClustering(SynthesisMethod):
 
         primary, target = at_training(prepared.primary), at_training(prepared.target)
         primary_keys, target_keys = at_training(prepared.primary_keys), at_training(prepared.target_keys)
+        if self.setting == "quantile" and not self.multisource:
+            clustering = leveled_clustering(primary, self.macro, self.micro, primary_keys)
+            return shade_mean_rows(clustering, target.astype(np.float64), self.macro, self.micro)
         if not self.multisource:
             return patient_rows(
                 primary,
@@ -573,15 +647,25 @@ class BrainClustering(SynthesisMethod):
             )
         levels = self.source_levels([at_training(other) for other in prepared.others])
         return multisource_patient_rows(
-            primary, levels, target, self.macro, self.micro_per_tissue, primary_keys, target_keys
+            primary,
+            levels,
+            target,
+            self.macro,
+            self.micro_per_tissue,
+            primary_keys,
+            target_keys,
+            shade_means=self.setting == "quantile",
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         if self.multisource:  # a first pass over the patients (each is read twice)
             self.learn_source_levels(subjects)
-        rows, boxes, crops, shape = [], [], [], None
+        rows, boxes, crops, shape, quantiles = [], [], [], None, []
         for subject in subjects:
             prepared = self.prepare(subject, with_target=True)
+            if self.setting == "quantile":
+                levels = np.linspace(0, 1, TARGET_QUANTILES)
+                quantiles.append(np.quantile(prepared.target[prepared.training].astype(np.float64), levels))
             training = int(prepared.training.sum())
             if training < self.macro * self.micro_per_tissue:
                 raise ValueError(
@@ -603,6 +687,8 @@ class BrainClustering(SynthesisMethod):
             raise ValueError("BrainClustering needs at least one training patient")
         self.patient_rows_ = rows
         self.tables_ = self.tables_from(rows)
+        if self.setting == "quantile":
+            self.target_quantiles_ = np.mean(quantiles, axis=0)
         if self.mode == "search":
             self.search_shape_ = np.array(shape)
             self.search_boxes_ = np.array(boxes, dtype=np.int64)
@@ -611,9 +697,10 @@ class BrainClustering(SynthesisMethod):
     def tables_from(self, rows: Sequence[TableRows]) -> Tables | CombinationTables:
         """The tables of a set of patients' rows: per tissue, or per combination with several sources."""
         merged = TableRows.concatenate(rows)
+        bins = self.micro_per_tissue if self.setting == "quantile" else None
         if self.multisource:
-            return build_combination_tables(merged, self.macro, len(self.source))
-        return build_tables(merged, self.macro, self.setting == "reference")
+            return build_combination_tables(merged, self.macro, len(self.source), bins)
+        return build_tables(merged, self.macro, self.setting == "reference", bins)
 
     # -- search --------------------------------------------------------------------------------
 
@@ -667,6 +754,8 @@ class BrainClustering(SynthesisMethod):
                 keys, table_values = tables.table(t)
                 per_value[selected] = look_up(keys, table_values, distinct.values[selected], through_origin)
             synthetic = per_value[distinct.inverse]
+        if self.setting == "quantile":
+            synthetic = match_quantiles(synthetic, self.target_quantiles_)
         unfiltered = np.zeros(prepared.voxels.shape, dtype=np.float32)
         put_values_at(unfiltered, prepared.voxels, synthetic)
         return unfiltered, median_per_axial_slice(unfiltered, inside=prepared.voxels)
@@ -689,7 +778,7 @@ class BrainClustering(SynthesisMethod):
         rows = TableRows.concatenate(self.patient_rows_)
         arrays = {
             "rows_per_patient": np.array(counts, dtype=np.int64),
-            **{f"rows_{f}": getattr(rows, f) for f in ROW_FIELDS},
+            **{f"rows_{f}": getattr(rows, f) for f in ROW_FIELDS if f != "weight" or self.setting == "quantile"},
         }
         if self.multisource:  # the tables are rebuilt from the rows
             arrays["level_bounds"] = self.level_bounds_
@@ -701,6 +790,8 @@ class BrainClustering(SynthesisMethod):
                 "table_counts": tables.counts,
                 "table_offsets": tables.offsets,
             }
+        if self.setting == "quantile":
+            arrays["target_quantiles"] = self.target_quantiles_
         if self.mode == "search":
             arrays |= {"search_shape": self.search_shape_, "search_boxes": self.search_boxes_}
             arrays |= {f"search_t1_{i:05d}": crop for i, crop in enumerate(self.search_t1_)}
@@ -719,6 +810,8 @@ class BrainClustering(SynthesisMethod):
             self.tables_ = Tables(
                 arrays["table_keys"], arrays["table_values"], arrays["table_counts"], arrays["table_offsets"]
             )
+        if self.setting == "quantile":
+            self.target_quantiles_ = arrays["target_quantiles"]
         if self.mode == "search":
             self.search_shape_ = arrays["search_shape"]
             self.search_boxes_ = arrays["search_boxes"]

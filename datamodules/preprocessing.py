@@ -131,6 +131,22 @@ def percentile_scale_values(values: np.ndarray, lower: float = 0.5, upper: float
     return ((np.clip(values, low, high) - low) / (high - low)).astype(np.float32)
 
 
+#: :func:`robust_scale_values` keeps values up to this many interquartile ranges from the median.
+ROBUST_RANGE = 5.0
+
+
+def robust_scale_values(values: np.ndarray) -> np.ndarray:
+    """The brain's values as a robust z-score, (x - median) / IQR, clipped to +-:data:`ROBUST_RANGE`
+    and mapped to [0, 1] (float32): anchored at the bulk of the tissue, so scans of two scanners or
+    patients line up where a percentile scale's ends (a lesion, a vessel) would move them apart."""
+    values = values.astype(np.float64)
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    if q75 <= q25:
+        return np.zeros(values.shape, dtype=np.float32)
+    z = np.clip((values - median) / (q75 - q25), -ROBUST_RANGE, ROBUST_RANGE)
+    return ((z + ROBUST_RANGE) / (2 * ROBUST_RANGE)).astype(np.float32)
+
+
 def bounding_box(volume: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     """The smallest box holding every non-zero voxel, grown by ``margin`` (empty for an empty volume)."""
     box = []

@@ -5,11 +5,15 @@ from scipy import ndimage
 
 from clustering.brainclustering import (
     BrainClustering,
+    LeveledClustering,
     TableRows,
+    binned_rows,
     build_tables,
     look_up,
     match_labels,
+    match_quantiles,
     patient_rows,
+    shade_mean_rows,
 )
 from clustering.kmeans import cluster_values, distinct_values, weighted_kmeans_1d
 from datamodules.dataset import Subject
@@ -175,7 +179,7 @@ def phantom_subjects(dataset, role="train"):
     return [dataset.load(case, ("t1", "t2")) for case in dataset.cases_in(role)]
 
 
-@pytest.mark.parametrize("setting", ["paper", "reference"])
+@pytest.mark.parametrize("setting", ["paper", "reference", "quantile"])
 def test_fit_predict_round_trip(tiny_phantom, tmp_path, setting):
     subjects = phantom_subjects(tiny_phantom)
     method = BrainClustering(mode="search", w=2, macro=3, micro=6, setting=setting).fit(subjects)
@@ -232,3 +236,55 @@ def test_brainclustering_beats_complementary_on_a_small_phantom(tmp_path_factory
     ours = np.mean([score_prediction(method.predict(s), s)["pct_mse_brain"] for s in tests])
     baseline = np.mean([score_prediction(Complementary().predict(s), s)["pct_mse_brain"] for s in tests])
     assert ours < baseline
+
+
+# -- setting=quantile ------------------------------------------------------------------------------
+
+
+def test_shade_mean_rows_hold_each_shades_mean_target_and_voxels():
+    clustering = LeveledClustering(
+        macro=np.array([0, 0, 0, 1, 1, 1]),
+        micro=np.array([0, 0, 1, 0, 1, 1]),
+        means=np.array([[0.1, 0.2], [0.7, 0.9]]),
+    )
+    target = np.array([0.8, 0.6, 0.5, 0.3, 0.2, 0.0])
+    rows = shade_mean_rows(clustering, target, macro=2, micro=2)
+    np.testing.assert_array_equal(rows.tissue, [0, 0, 1, 1])
+    np.testing.assert_allclose(rows.key, [0.1, 0.2, 0.7, 0.9])
+    np.testing.assert_allclose(rows.value, [0.7, 0.5, 0.3, 0.1])  # (0.8+0.6)/2, 0.5, 0.3, (0.2+0.0)/2
+    np.testing.assert_array_equal(rows.weight, [2, 1, 1, 2])
+
+
+def test_binned_rows_average_interleaved_patients_by_their_voxels():
+    # Two patients' keys interleave in [0, 1]; two bins: [0, 0.5) and [0.5, 1].
+    key, value, weight = np.array([0.0, 0.1, 0.9, 1.0]), np.array([1.0, 0.0, 0.5, 0.2]), np.array([3, 1, 1, 4.0])
+    keys, values, counts = binned_rows(key, value, weight, bins=2)
+    np.testing.assert_allclose(keys, [0.1 / 4, (0.9 + 4.0) / 5])
+    np.testing.assert_allclose(values, [3 / 4, (0.5 + 0.8) / 5])
+    np.testing.assert_array_equal(counts, [2, 2])
+
+
+def test_match_quantiles_keeps_the_order_and_takes_the_distribution():
+    quantiles = np.linspace(0, 10, 11)  # the uniform distribution on [0, 10]
+    matched = match_quantiles(np.array([30.0, 10.0, 20.0, 20.0]), quantiles)
+    # Ranks 4, 1, 2.5, 2.5 of 4 -> quantile levels 0.875, 0.125, 0.5, 0.5.
+    np.testing.assert_allclose(matched, [8.75, 1.25, 5.0, 5.0])
+
+
+def test_quantile_setting_is_blind_to_each_scans_own_scale(tiny_phantom):
+    """Two copies of each scan on other scales (a * x + b, a > 0, as two scanners give) make the same
+    model, and a query on either scale the same synthetic image."""
+    subjects = phantom_subjects(tiny_phantom)
+
+    def rescaled(subject, a, b):
+        volumes = {c: v.with_data(np.where(subject.brain, a * v.data.astype(np.float64) + b, 0)) for c, v in (
+            ("t1", subject["t1"]), ("t2", subject["t2"]))}  # fmt: skip
+        return Subject(subject.case_id, volumes)
+
+    first = BrainClustering(macro=3, micro=6, setting="quantile").fit([rescaled(s, 1, 0) for s in subjects[1:]])
+    second = BrainClustering(macro=3, micro=6, setting="quantile").fit([rescaled(s, 3, 500) for s in subjects[1:]])
+    np.testing.assert_allclose(first.tables_.values, second.tables_.values, atol=1e-9)
+    np.testing.assert_allclose(first.target_quantiles_, second.target_quantiles_, atol=1e-9)
+    a, b = (first.predict(rescaled(subjects[0], scale, shift)).data for scale, shift in ((1, 0), (2, 40)))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1 and not a[~subjects[0].brain].any()
