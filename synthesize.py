@@ -137,22 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("input", type=Path, help="data set root, case folder, or source file or folder of them")
     parser.add_argument("output", type=Path, nargs="?", help="output folder (default for cases: next to their files)")
     args = parser.parse_args(argv)
-    with bad_input_exits():
+    with bad_input_exits():  # also SIGTERM and SIGINT, at any point: one line, no half-written file
         if args.output is not None and args.output.exists() and not args.output.is_dir():
             raise InvalidInputError(args.output, "OUTPUT is a file; give a folder for the outputs")
         method = load_from_run(args.run, SynthesisMethod)
         assert isinstance(method, SynthesisMethod)
         jobs, failures = jobs_for(args.input, method.contrasts, args.output)
-    for failure in failures:
-        print(f"error: {failure}", file=sys.stderr)
-    written = 0
-    for job in track(jobs, f"Synthesising {len(jobs)} {method.target} volume(s) ({method.contrasts})"):
-        try:
-            synthesise(method, job)
-            written += 1
-        except InvalidInputError as error:
-            failures.append(str(error))
-            print(f"error: {error}", file=sys.stderr)  # now, for whoever watches a long run
+        for failure in failures:
+            print(f"error: {failure}", file=sys.stderr)
+        written = 0
+        for job in track(jobs, f"Synthesising {len(jobs)} {method.target} volume(s) ({method.contrasts})"):
+            try:
+                synthesise(method, job)
+                written += 1
+            except InvalidInputError as error:
+                failures.append(str(error))
+                print(f"error: {error}", file=sys.stderr)  # now, for whoever watches a long run
     if jobs and failures:  # again after the progress, which may have drawn over them
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)

@@ -22,7 +22,7 @@ from datamodules.patches import Inputs, PatchDataModule, cache_cases
 from datamodules.preprocessing import bounding_box
 from datamodules.progress import Progress
 from lightning_modules.inference import InferenceSettings
-from pipeline.cli import RunInterruptedError
+from pipeline.cli import RunInterruptedError, signals_to_lightning
 from pipeline.contract import FitContext
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.
@@ -211,18 +211,24 @@ def prepare_data(
     purpose: str,
 ) -> TrainingData:
     """Cache the subjects (``data["cache_dir"]``, or a temporary ``cache/`` in ``workdir``) and
-    build the DataModule from the other ``data`` entries."""
+    build the DataModule from the other ``data`` entries. Stopped part way (bad input, a signal), it
+    removes the temporary cache."""
     options = dict(data)
     shared_cache = options.pop("cache_dir", None)
     cache = Path(shared_cache).expanduser() if shared_cache else workdir / "cache"
     patch_size = options.get("patch_size", (128, 128, 128))
     min_shape = (*patch_size[:2], 1) if spatial_dims == 2 else tuple(patch_size)
-    datamodule = PatchDataModule(
-        training=cache_cases(training, cache, BRAIN_MARGIN, min_shape, inputs, purpose),
-        validation=cache_cases(validation, cache, BRAIN_MARGIN, (1, 1, 1), inputs, purpose),
-        spatial_dims=spatial_dims,
-        **options,
-    )
+    try:
+        datamodule = PatchDataModule(
+            training=cache_cases(training, cache, BRAIN_MARGIN, min_shape, inputs, purpose),
+            validation=cache_cases(validation, cache, BRAIN_MARGIN, (1, 1, 1), inputs, purpose),
+            spatial_dims=spatial_dims,
+            **options,
+        )
+    except BaseException:
+        if not shared_cache:
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
     return TrainingData(datamodule, None if shared_cache else cache)
 
 
@@ -294,12 +300,15 @@ def train(
     # after that step's update; that is the state a resumed run continues from, as intended.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     try:
-        trainer.fit(system, datamodule=data.datamodule, ckpt_path=last if last.exists() else None)
+        with signals_to_lightning():
+            trainer.fit(system, datamodule=data.datamodule, ckpt_path=last if last.exists() else None)
         if trainer.received_sigterm or trainer.interrupted:
             raise SystemExit(1)
     except SystemExit as stop:  # Lightning's answer to SIGTERM (exit 0!) and to Ctrl-C (exit 1)
         received = "SIGTERM" if trainer.received_sigterm else "SIGINT"
-        raise RunInterruptedError(received, last if last.exists() else None) from stop
+        if last.exists():
+            raise RunInterruptedError(received, last) from stop
+        raise RunInterruptedError(received, None, "no checkpoint had been written yet") from stop
     finally:
         if trainer.is_global_zero:
             data.clean_up()

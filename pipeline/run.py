@@ -243,14 +243,18 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
         + f"; {checked} files checked"
     )
+    rerun = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
     try:
         fit_methods(methods, dataset, run, model_name, logger)
     except RunInterruptedError as error:
-        resume = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
+        resume = "; ".join(filter(None, (error.resume, rerun)))
         raise RunInterruptedError(error.received, error.checkpoint, resume) from error
     if rank_zero_only.rank != 0:
         return []
-    rows = predict_and_score(methods, dataset, roles, run, cfg.evaluation.region)
+    try:
+        rows = predict_and_score(methods, dataset, roles, run, cfg.evaluation.region)
+    except RunInterruptedError as error:  # the fitted models are saved: a rerun refits or resumes, then predicts
+        raise RunInterruptedError(error.received, None, f"while predicting; {rerun}") from error
 
     summary = summarise(rows)
     if rows:
