@@ -277,8 +277,6 @@ class PatchDataModule(pl.LightningDataModule):
         flip: Flip = "lr_ap",
     ) -> None:
         super().__init__()
-        if not training:
-            raise ValueError("no training cases")
         if flip not in FLIPS:
             raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
         if len(patch_size) != 3:

@@ -3,6 +3,7 @@ data and the Lightning Trainer with periodic checkpoints, validation and resumin
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import warnings
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
@@ -81,6 +83,22 @@ class LightningMethod:
         self.validate_every = int(validate_every)
         self.seed = seed
         self.inference_settings = InferenceSettings(**{k: v for k, v in self.inference.items() if k != "device"})
+
+    def check_settings(self) -> None:
+        """The DataModule over no cases, the Trainer and the networks, built and dropped (a second or
+        two at the paper's sizes; Lightning's device report is kept for the real Trainer)."""
+        options = {key: value for key, value in self.data.items() if key != "cache_dir"}
+        PatchDataModule(training=[], validation=[], spatial_dims=self.spatial_dims, **options)
+        lightning_log = logging.getLogger("pytorch_lightning")
+        level = lightning_log.level
+        lightning_log.setLevel(logging.WARNING)
+        try:
+            pl.Trainer(**self.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            raise ValueError(f"trainer: {error}") from None
+        finally:
+            lightning_log.setLevel(level)
+        self.system()
 
     @property
     def device(self) -> torch.device:
@@ -213,6 +231,8 @@ def prepare_data(
     """Cache the subjects (``data["cache_dir"]``, or a temporary ``cache/`` in ``workdir``) and
     build the DataModule from the other ``data`` entries. Stopped part way (bad input, a signal), it
     removes the temporary cache."""
+    if not training:
+        raise ValueError("no training cases")
     options = dict(data)
     shared_cache = options.pop("cache_dir", None)
     cache = Path(shared_cache).expanduser() if shared_cache else workdir / "cache"

@@ -93,6 +93,11 @@ class Method(ABC):
         BrainClustering's ``unfiltered``) are written and scored as methods of their own."""
         return {"": self.predict(subject)}
 
+    def check_settings(self) -> None:  # noqa: B027 -- most methods check everything in their constructor
+        """Build, from the hyper-parameters alone, what :meth:`fit` will build later (a trained method's
+        data pipeline, Trainer and networks), so that a wrong option stops a run before any volume is
+        read. Raises ValueError or TypeError naming the option."""
+
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:  # noqa: B027 -- stateless methods learn nothing
         pass
 

@@ -225,6 +225,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
                 "set the task with the top-level source and target"
             )
         methods[name] = baseline
+    for name, method in methods.items():  # a wrong Trainer, data or network option costs seconds, not a cache
+        try:
+            method.check_settings()
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{'model' if method is primary else f'baselines.{name}'}: {error}") from None
     dataset: SynthesisDataset = build(cfg.data, "data")
     for leftover in remove_partial_files(run_dir):
         console.print(f"removed {leftover}, left half-written by an earlier run that was killed")

@@ -31,3 +31,25 @@ def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, overrides
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(**paths)), result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+model.data.nonsense=1", "error: model: PatchDataModule.__init__() got an unexpected keyword argument"),
+        ("model.data.flip=sideways", "error: model: flip must be one of ('lr_ap', 'lr', 'none'), got 'sideways'"),
+        ("+trainer.nonsense=1", "error: model: trainer: Trainer.__init__() got an unexpected keyword"),
+        ("trainer.strategy=nonsense", "error: model: trainer: You selected an invalid strategy name"),
+        ("+generator.nonsense=1", "error: model: UNetGenerator.__init__() got an unexpected keyword argument"),
+    ],
+)
+def test_a_bad_trainer_data_or_network_option_stops_the_run_before_the_data_is_read(tmp_path, override, message):
+    """The data root does not exist: had the data been read first, that would be the error."""
+    run_dir = tmp_path / "run"
+    result = run("train.py", "+experiment=pix2pix_cpu", "data=brats", f"data.root={tmp_path / 'nowhere'}",
+                 override, f"hydra.run.dir={run_dir}", check=False)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not run_dir.exists()
