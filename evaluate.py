@@ -53,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", default="auto")
     parser.add_argument("--label-convention", default=None)
     parser.add_argument("--split-file", type=Path, default=None)
-    parser.add_argument("--target", choices=CONTRASTS, default=None, help="the contrast predicted (default: t2)")
-    parser.add_argument("--source", default=None, help="the sources, comma-separated; the first's brain mask is used")
+    parser.add_argument(
+        "--target",
+        choices=CONTRASTS,
+        default=None,
+        help="the contrast predicted (default: the run's own target, else t2)",
+    )
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="the sources, comma-separated; the first's brain mask is used (default: the run's own, else t1)",
+    )
     parser.add_argument("--region", choices=("brain", "union"), default="brain")
     parser.add_argument("--output", type=Path, default=None)
     segmenters = parser.add_mutually_exclusive_group()

@@ -35,6 +35,7 @@ from hydra.utils import instantiate
 import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.task import SynthesisTask
+from evaluation.directions import lower_is_better
 from evaluation.scoring import score_prediction, write_rows_csv
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
 
@@ -52,7 +53,6 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 BASELINES = ("complementary", "closest_source")
 REPORTED = ("pct_mse_brain", "pct_mse_tumour", "ssim_healthy", "ssim_tumour", "mse_brain")
 WINS = ("pct_mse_brain", "ssim_healthy")
-LOWER_IS_BETTER = {"pct_mse_brain": True, "ssim_healthy": False}
 GALLERY_CASES = 3
 
 
@@ -130,7 +130,8 @@ def wins(rows: Sequence[dict], label: str, baseline: str, metric: str) -> str:
     common = [c for c in ours if c in theirs and ours[c] is not None and theirs[c] is not None]
     if not common:
         return "–"
-    better = sum((ours[c] < theirs[c]) if LOWER_IS_BETTER[metric] else (ours[c] > theirs[c]) for c in common)
+    lower = lower_is_better(metric)
+    better = sum((ours[c] < theirs[c]) if lower else (ours[c] > theirs[c]) for c in common)
     return f"{better}/{len(common)}"
 
 

@@ -297,15 +297,16 @@ def summary_rows(summary: list[dict[str, Any]], role: str, metrics: Sequence[str
 def best_of_each_family(summary: list[dict[str, Any]], metric: str = "pct_mse_brain") -> list[str]:
     """The best method of each family on the validation split (test without one), e.g. the best
     Pix2Pix and the best BrainClustering, plus every method that is alone in its family."""
-    role = selection_role(summary)
+    role, lower = selection_role(summary), lower_is_better(metric)
     best: dict[str, tuple[float, str]] = {}
     for entry in summary:
         mean = entry.get(metric, {}).get("mean")
         if entry["role"] != role or mean is None:
             continue
         name = family(entry["method"])
-        if name not in best or mean < best[name][0]:
-            best[name] = (mean, entry["method"])
+        if name in best and (mean >= best[name][0] if lower else mean <= best[name][0]):
+            continue
+        best[name] = (mean, entry["method"])
     return [method for _, method in best.values()]
 
 

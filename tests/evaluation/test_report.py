@@ -5,7 +5,14 @@ import json
 import pytest
 
 from datamodules.task import SynthesisTask
-from evaluation.report import best_on_validation, build_report, collect, method_label, write_report
+from evaluation.report import (
+    best_of_each_family,
+    best_on_validation,
+    build_report,
+    collect,
+    method_label,
+    write_report,
+)
 from evaluation.scoring import METRICS, summarise, write_rows_csv
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
@@ -151,3 +158,12 @@ def test_an_evaluation_folder_is_read_when_given_and_skipped_with_a_note_when_fo
                              "give it on its own to report it"]  # fmt: skip
     given = collect([evaluation])
     assert given.methods == ["bc"] and given.tasks == [SynthesisTask(("t1", "flair"), "t2")] and not given.skipped
+
+
+def test_the_best_of_each_family_follows_each_metrics_direction():
+    summary = [
+        {"method": method, "role": "validation", "pct_mse_brain": {"mean": error}, "ssim_healthy": {"mean": ssim}}
+        for method, error, ssim in (("bc (a)", 0.02, 0.5), ("bc (b)", 0.03, 0.6), ("complementary", 0.05, 0.4))
+    ]
+    assert best_of_each_family(summary, "pct_mse_brain") == ["bc (a)", "complementary"]
+    assert best_of_each_family(summary, "ssim_healthy") == ["bc (b)", "complementary"]  # higher is better
