@@ -10,6 +10,8 @@ Protocol (fixed, so that numbers from two commits compare):
   fitted on the other 16, so every case is predicted once by a model that never saw it.
 - ``--extra``: further held-out cases from other pipelines (``../shared/data/real``), predicted by a
   model fitted on all the development cases.
+- ``--phantom``: each learning method is also fitted on the quick start's phantom alone (its train
+  role) and predicts every real case (``<name>@phantom``): what a user without training data gets.
 - Each method is built from its ``conf/model`` config with the overrides below (the same objects
   ``train.py`` builds) and scored by ``evaluation.scoring.score_prediction`` on the source's brain.
 
@@ -34,6 +36,7 @@ from hydra.utils import instantiate
 
 import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
 from datamodules.dataset import Subject, SynthesisDataset
+from datamodules.phantom import phantom_dataset
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
 from evaluation.scoring import score_prediction, write_rows_csv
@@ -94,22 +97,32 @@ def scored_rows(
 
 
 def run_task(
-    task: SynthesisTask, development: dict[str, Subject], extra: dict[str, Subject], names: Sequence[str]
+    task: SynthesisTask,
+    development: dict[str, Subject],
+    extra: dict[str, Subject],
+    names: Sequence[str],
+    phantom: Sequence[Subject] = (),
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Every method's rows and outputs over the folds (and, with ``phantom`` training subjects, each
+    learning method once more, fitted on them alone and labelled ``<name>@phantom``)."""
     rows, outputs = [], {}
     plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development)))]
     if extra:
         plans.append(("extra", list(extra)))
+    everything = {**development, **extra}
     for name in names:
-        if build(name, task) is None:
+        probe = build(name, task)
+        if probe is None:
             continue
         started = time.perf_counter()
-        for fold, held_out in plans:
+        runs = [(fold, [s for c, s in development.items() if c not in held_out], held_out) for fold, held_out in plans]
+        if phantom and probe.learns:
+            runs.append(("phantom", list(phantom), list(everything)))
+        for fold, training, held_out in runs:
             method = build(name, task)
-            training = [subject for case_id, subject in development.items() if case_id not in held_out]
             method.fit(training, FitContext())
-            queries = [development.get(case_id) or extra[case_id] for case_id in held_out]
-            fold_rows, fold_outputs = scored_rows(method, name, queries, task, fold)
+            label = f"{name}@phantom" if fold == "phantom" else name
+            fold_rows, fold_outputs = scored_rows(method, label, [everything[c] for c in held_out], task, fold)
             rows += fold_rows
             for label, by_case in fold_outputs.items():
                 outputs.setdefault(label, {}).update(by_case)
@@ -145,9 +158,9 @@ def table(rows: Sequence[dict], task: SynthesisTask) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for label in labels:
         own = [r for r in rows if r["method"] == label]
-        folds = [np.mean([r["pct_mse_brain"] for r in own if r["fold"] == k]) for k in range(FOLDS)]
+        folds = [[r["pct_mse_brain"] for r in own if r["fold"] == k] for k in range(FOLDS)]
         cells = [label, str(len(own)), *(mean_sd([r[m] for r in own]) for m in REPORTED)]
-        cells.append(f"{np.std(folds, ddof=1):.3f}" if all(np.isfinite(folds)) else "n/a")
+        cells.append(f"{np.std([np.mean(f) for f in folds], ddof=1):.3f}" if all(folds) else "n/a")
         cells += ["–" if label == b else wins(rows, label, b, m) for b in baselines for m in WINS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -201,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", nargs="+", default=["t1", "t1,t1ce,flair"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
+    parser.add_argument(
+        "--phantom", action="store_true", help="also fit each learning method on the quick start's phantom alone"
+    )
     args = parser.parse_args(argv)
     all_rows = []
     for sources in args.sources:
@@ -208,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}:", flush=True)
         development = load_all(args.data, "brats2019", task)
         extra = load_all(args.extra, "brats2023", task) if args.extra else {}
-        rows, outputs = run_task(task, development, extra, args.methods)
+        phantom = []
+        if args.phantom:  # the quick start's data: train.py's default data=phantom, its train role
+            dataset = phantom_dataset()
+            phantom = [dataset.load(case, task.modalities) for case in dataset.cases_in("train")]
+        rows, outputs = run_task(task, development, extra, args.methods, phantom)
         all_rows += rows
         print(table(rows, task) + "\n", flush=True)
         held_out = {case_id: development[case_id] for case_id in folds_of(list(development))[0]}

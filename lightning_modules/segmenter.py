@@ -136,6 +136,10 @@ class SegmenterMethod(LightningMethod, SegmentationMethod):
             inference=self.inference_settings,
         )
 
+    def check_networks(self) -> None:
+        """The network for two classes: the label values, hence the real count, are known at fit."""
+        self.build(2)
+
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         if context.labels is None:
             raise ValueError("the segmenter needs the data set's label convention (FitContext.labels)")

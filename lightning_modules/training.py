@@ -98,6 +98,10 @@ class LightningMethod:
             raise ValueError(f"trainer: {error}") from None
         finally:
             lightning_log.setLevel(level)
+        self.check_networks()
+
+    def check_networks(self) -> None:
+        """Build the networks from the settings (:meth:`check_settings`): a new system by default."""
         self.system()
 
     @property

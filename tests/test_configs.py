@@ -69,6 +69,7 @@ def test_every_model_config_fits_predicts_saves_and_loads(name, tiny_phantom, tm
     training = [tiny_phantom.load(case, modalities) for case in tiny_phantom.cases_in("train")]
     role = next(role for role in tiny_phantom.roles if role != "train")
     query = tiny_phantom.load(tiny_phantom.cases_in(role)[0], method.inference_modalities)
+    method.check_settings()  # what train.py does before it reads any data
     context = FitContext(workdir=tmp_path / "model", labels=tiny_phantom.labels)
     method.fit(training, context)
     prediction = method.predict(query)
