@@ -22,9 +22,11 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 
 
-class RunInterruptedError(Exception):
+class RunInterruptedError(BaseException):
     """A run stopped by a signal (``SIGTERM`` from SLURM or ``timeout``, ``SIGINT`` from Ctrl-C);
-    ``checkpoint`` holds the state a rerun into the same folder resumes from."""
+    ``checkpoint`` holds the state a rerun into the same folder resumes from. A ``BaseException``, as
+    ``KeyboardInterrupt`` is: raised inside a reader's ``except Exception`` (a signal comes at any
+    line), it must not be taken for that reader's error."""
 
     def __init__(self, received: str, checkpoint: Path | None, resume: str = "") -> None:
         self.received, self.checkpoint, self.resume = received, checkpoint, resume
