@@ -383,6 +383,16 @@ def binned_rows(key: np.ndarray, value: np.ndarray, weight: np.ndarray, bins: in
     return keys, values, np.bincount(index, minlength=bins)[filled]
 
 
+def merged_rows(
+    rows: TableRows, selected: np.ndarray, absolute_update: bool, bins: int | None
+) -> tuple[np.ndarray, ...]:
+    """The ``selected`` rows as one sorted table (keys, values, counts): :func:`merge_rows`, or with
+    ``bins`` :func:`binned_rows`."""
+    if bins is None:
+        return merge_rows(rows.key[selected], rows.value[selected], absolute_update)
+    return binned_rows(rows.key[selected], rows.value[selected], rows.weight[selected], bins)
+
+
 def build_tables(rows: TableRows, macro: int, absolute_update: bool, bins: int | None = None) -> Tables:
     """Merge rows (in patient order) into per-tissue tables keyed by the primary shade mean
     (:func:`merge_rows`, or :func:`binned_rows` into ``bins`` rows). A tissue left without rows takes
@@ -394,12 +404,7 @@ def build_tables(rows: TableRows, macro: int, absolute_update: bool, bins: int |
         selected = rows.tissue == tissue
         if not selected.any():
             selected = np.ones_like(selected)
-        if bins is None:
-            unique_keys, merged, counts = merge_rows(rows.key[selected], rows.value[selected], absolute_update)
-        else:
-            unique_keys, merged, counts = binned_rows(
-                rows.key[selected], rows.value[selected], rows.weight[selected], bins
-            )
+        unique_keys, merged, counts = merged_rows(rows, selected, absolute_update, bins)
         keys_out.append(unique_keys)
         values_out.append(merged)
         counts_out.append(counts)
@@ -432,10 +437,7 @@ def build_combination_tables(rows: TableRows, macro: int, sources: int, bins: in
         tables = {}
         for code in np.unique(codes):
             selected = codes == code
-            if bins is None:
-                keys, values, _ = merge_rows(rows.key[selected], rows.value[selected], absolute_update=False)
-            else:
-                keys, values, _ = binned_rows(rows.key[selected], rows.value[selected], rows.weight[selected], bins)
+            keys, values, _ = merged_rows(rows, selected, absolute_update=False, bins=bins)
             tables[tuple(int(t) for t in combination[np.argmax(selected), :depth])] = (keys, values)
         levels.append(tables)
     return levels
@@ -633,8 +635,8 @@ class BrainClustering(SynthesisMethod):
         primary, target = at_training(prepared.primary), at_training(prepared.target)
         primary_keys, target_keys = at_training(prepared.primary_keys), at_training(prepared.target_keys)
         if self.setting == "quantile" and not self.multisource:
-            clustering = leveled_clustering(primary, self.macro, self.micro, primary_keys)
-            return shade_mean_rows(clustering, target.astype(np.float64), self.macro, self.micro)
+            clustering = leveled_clustering(primary, self.macro, self.micro_per_tissue, primary_keys)
+            return shade_mean_rows(clustering, target.astype(np.float64), self.macro, self.micro_per_tissue)
         if not self.multisource:
             return patient_rows(
                 primary,
@@ -661,10 +663,10 @@ class BrainClustering(SynthesisMethod):
         if self.multisource:  # a first pass over the patients (each is read twice)
             self.learn_source_levels(subjects)
         rows, boxes, crops, shape, quantiles = [], [], [], None, []
+        levels = np.linspace(0, 1, TARGET_QUANTILES)
         for subject in subjects:
             prepared = self.prepare(subject, with_target=True)
             if self.setting == "quantile":
-                levels = np.linspace(0, 1, TARGET_QUANTILES)
                 quantiles.append(np.quantile(prepared.target[prepared.training].astype(np.float64), levels))
             training = int(prepared.training.sum())
             if training < self.macro * self.micro_per_tissue:
