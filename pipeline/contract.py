@@ -4,12 +4,12 @@ methods (sources -> target, T1 -> T2 by default) and segmentation methods (four 
 Hyper-parameters are constructor arguments stored as given (and validated there); learned state is
 set by :meth:`Method.fit` in attributes with a trailing underscore; :meth:`predict` checks
 that the method is fitted. A fitted method saves to a folder holding ``method.json`` (its class and
-hyper-parameters) and ``state.npz`` (its learned arrays): portable, no pickle.
+hyper-parameters) and ``state.npz`` (its learned arrays): portable, no pickle. ``method.json`` names
+the class by its registered name (:mod:`pipeline.registry`) and the file's format version.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
 import json
@@ -32,9 +32,13 @@ from datamodules.progress import track
 from datamodules.splits import write_json_atomic
 from datamodules.task import SynthesisTask
 from evaluation.run_folder import RunFolder
+from pipeline.registry import METHODS, SAVED_CLASS_PATHS, method_class, registered_name
 
 METHOD_FILE = "method.json"
 STATE_FILE = "state.npz"
+#: The layout of ``method.json``: 1 names the method (``method``); 0, before it, named a class path
+#: (``target``).
+FORMAT = 1
 
 
 class NotFittedError(RuntimeError):
@@ -135,8 +139,8 @@ class Method(ABC):
         if arrays:
             with atomic_write(folder / STATE_FILE) as temporary:
                 np.savez(temporary, **arrays)
-        target = f"{type(self).__module__}.{type(self).__qualname__}"
-        write_json_atomic({"target": target, "hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)
+        description = {"method": registered_name(type(self)), "format": FORMAT}
+        write_json_atomic(description | {"hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)
         return folder
 
     @classmethod
@@ -147,17 +151,34 @@ class Method(ABC):
         if not description_file.exists():
             raise FileNotFoundError(f"{folder}: no saved method here (missing {METHOD_FILE})")
         description = json.loads(description_file.read_text())
-        module_name, _, class_name = description["target"].rpartition(".")
-        method_class = getattr(importlib.import_module(module_name), class_name)
-        if not issubclass(method_class, cls):
-            raise TypeError(f"{description_file}: {description['target']} is not a {cls.__name__}")
-        method = method_class(**description["hyperparameters"])
+        name = saved_method_name(description, description_file)
+        saved_class = method_class(name)
+        if not issubclass(saved_class, cls):
+            raise TypeError(f"{description_file}: {name} is not a {cls.__name__}")
+        method = saved_class(**description["hyperparameters"])
         state_file = folder / STATE_FILE
         if state_file.exists():
             with np.load(state_file, allow_pickle=False) as arrays:
                 method.set_state({key: arrays[key] for key in arrays.files})
         method.fitted_ = True
         return method
+
+
+def saved_method_name(description: dict[str, Any], description_file: Path) -> str:
+    """The registered name a ``method.json`` names, in any format so far.
+
+    Raises:
+        InvalidInputError: a newer format, or a method this version does not have.
+    """
+    saved_format = description.get("format", 0)
+    if saved_format > FORMAT:
+        raise InvalidInputError(
+            description_file, f"saved in format {saved_format}; this version reads formats up to {FORMAT}"
+        )
+    name = description["method"] if saved_format >= 1 else SAVED_CLASS_PATHS.get(description["target"])
+    if name is None or name not in METHODS:
+        raise InvalidInputError(description_file, f"unknown method {name or description['target']!r}")
+    return name
 
 
 def load_from_run(run: str | Path, kind: type[Method] = Method) -> Method:
