@@ -103,10 +103,10 @@ def main() -> None:
         end_to_end = seconds(lambda m=train_mode: m.synthesise(Subject("q", dict(query.volumes))))
         search_time = seconds(lambda m=search: m.synthesise(query))
         query_t1 = search.prepare(query, with_target=False).primary_volume()
-        distance_time = seconds(lambda m=search, t1=query_t1: m.distances(t1))
+        distance_time = seconds(lambda m=search, t1=query_t1: m.search_.distances(t1))
         projected = search_time + distance_time * (270 / len(training) - 1)
         rows = sum(len(r.key) for r in search.patient_rows_)
-        crops = sum(crop.nbytes for crop in search.search_t1_) / len(training)
+        crops = sum(crop.nbytes for crop in search.search_.crops) / len(training)
         print(
             f"[{setting}] macro {args.macro}, micro {micro} ({search.micro_per_tissue} per tissue), {rows} table rows"
         )
@@ -128,7 +128,7 @@ def main() -> None:
         )
         print(
             f"  Search model: {crops / 2**20:.1f} MiB of T1 per patient "
-            f"({search.search_t1_[0].dtype}); 270 patients: {crops * 270 / 2**30:.2f} GiB"
+            f"({search.search_.crops[0].dtype}); 270 patients: {crops * 270 / 2**30:.2f} GiB"
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"peak memory (max RSS): {peak:.2f} GiB")

@@ -8,13 +8,10 @@ import pytest
 import torch
 
 from clustering.baselines import ClosestSource, Complementary, IntensityLookup
-from clustering.brainclustering import (
-    BrainClustering,
-    TableRows,
-    build_combination_tables,
-    look_up_combinations,
-    multisource_patient_rows,
-)
+from clustering.brainclustering import BrainClustering
+from clustering.multisource import build_combination_tables, look_up_combinations, multisource_patient_rows
+from clustering.shades import leveled_clustering, patient_rows
+from clustering.tables import TableRows
 from datamodules.dataset import Subject
 from datamodules.patches import network_inputs
 from datamodules.preprocessing import bounding_box, percentile_scale
@@ -131,7 +128,8 @@ def test_multisource_rows_are_the_single_source_ones_and_each_combinations_means
     primary = np.array([0.1] * 6 + [0.9] * 4)
     other = np.array([0] * 3 + [1] * 3 + [0] * 4)
     target = np.array([0.2] * 3 + [0.8] * 3 + [0.9] * 4)  # target tissues {0.2} and {0.8, 0.9}
-    rows = multisource_patient_rows(primary, [other], target, macro=2, micro=1)
+    single = patient_rows(primary, target, macro=2, micro=1, skip_disjoint=True)  # the paper's rows
+    rows = multisource_patient_rows(leveled_clustering(primary, 2, 1), single, [other], target, macro=2, micro=1)
     found = sorted(zip(rows.context[:, 0], rows.tissue, rows.key, rows.value, strict=True))
     bright = (3 * 0.8 + 4 * 0.9) / 7  # micro = 1: the bright target tissue is one shade, its mean
     assert found == [

@@ -3,19 +3,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from clustering.brainclustering import (
-    BrainClustering,
-    LeveledClustering,
-    TableRows,
-    binned_rows,
-    build_tables,
-    look_up,
-    match_labels,
-    match_quantiles,
-    patient_rows,
-    shade_mean_rows,
-)
+from clustering.brainclustering import BrainClustering
 from clustering.kmeans import cluster_values, distinct_values, weighted_kmeans_1d
+from clustering.shades import LeveledClustering, match_labels, patient_rows, shade_mean_rows
+from clustering.tables import TableRows, binned_rows, build_tables, look_up, match_quantiles
 from datamodules.dataset import Subject
 from datamodules.preprocessing import median_per_axial_slice, percentile_scale
 from pipeline.contract import SynthesisMethod
@@ -196,13 +187,13 @@ def test_search_picks_the_nearest_patients(tiny_phantom):
     method = BrainClustering(mode="search", w=2, macro=3, micro=4).fit(subjects)
     query = Subject("q", {"t1": subjects[2]["t1"]})
     query_t1 = method.prepare(query, with_target=False).primary_volume()
-    distances = method.distances(query_t1)
+    distances = method.search_.distances(query_t1)
     assert 0 <= distances[2] <= (0.5 / 65535) ** 2  # a patient is nearest to itself, to half a 16-bit level
     t1s = [method.prepare(s, with_target=False).primary_volume() for s in subjects]
     exact = np.array([np.mean((query_t1 - t) ** 2) for t in t1s])
     assert (np.abs(distances - exact) <= np.sqrt(exact) / 65535 + 1e-10).all()  # the stated bound
-    assert method.neighbours(query_t1).tolist() == np.argsort(exact, kind="stable")[:2].tolist()
-    assert all(crop.dtype == np.uint16 for crop in method.search_t1_)
+    assert method.search_.nearest(query_t1, 2).tolist() == np.argsort(exact, kind="stable")[:2].tolist()
+    assert all(crop.dtype == np.uint16 for crop in method.search_.crops)
 
 
 def test_a_training_case_too_small_or_of_another_shape_is_named(tiny_phantom):
