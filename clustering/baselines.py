@@ -1,9 +1,9 @@
 """The paper's baselines (Complementary, Random), Zeros (the contrast absent), ClosestSource (the most
 alike source contrast, for any target) and an intensity lookup table.
 
-Inputs: source contrasts on the percentile scale (:func:`datamodules.preprocessing.percentile_scale`,
-robust to bright outliers). Outputs: the target's unit scale of the method contract, 0 outside the
-brain.
+Inputs: source contrasts on the method's standardisation (:meth:`~pipeline.contract.SynthesisMethod.scaled`;
+by default the percentile scale, robust to bright outliers). Outputs: the target's unit scale of the
+method contract, 0 outside the brain.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ import numpy as np
 
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
-from datamodules.preprocessing import percentile_scale, unit_scale
+from datamodules.preprocessing import unit_scale
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
-
-
-def normalised(subject: Subject, contrast: str) -> np.ndarray:
-    """A contrast of the subject on the percentile scale, 0 outside the brain."""
-    return percentile_scale(subject[contrast].data, subject.brain)
 
 
 class Zeros(SynthesisMethod):
@@ -62,7 +57,7 @@ def inverted(values: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 
 class Complementary(SynthesisMethod):
-    """The paper's Complementary baseline: min + max - x over the brain of the normalised T1.
+    """The paper's Complementary baseline: min + max - x over the brain of the standardised T1.
 
     T1 and T2 order the main tissues oppositely (CSF dark on T1, bright on T2), so inverting the T1
     is a one-line guess at the T2. It needs the T1 among the sources (for other tasks see
@@ -71,13 +66,15 @@ class Complementary(SynthesisMethod):
 
     learns = False
 
-    def __init__(self, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
-        super().__init__(source, target)
+    def __init__(
+        self, source: Sequence[str] = ("t1",), target: str = "t2", standardisation: str | None = "percentile"
+    ) -> None:
+        super().__init__(source, target, standardisation)
         if "t1" not in self.source:
             raise TaskNotSupportedError(f"Complementary inverts the T1, which is not among the sources {self.source}")
 
     def _predict(self, subject: Subject) -> Volume:
-        return subject.volume_like(inverted(normalised(subject, "t1"), subject.brain))
+        return subject.volume_like(inverted(self.scaled(subject, "t1"), subject.brain))
 
 
 #: For each target, the contrasts that look most like it, best first: FLAIR shares T2's bright
@@ -92,13 +89,15 @@ CLOSEST_CONTRASTS: dict[str, tuple[str, ...]] = {
 
 class ClosestSource(SynthesisMethod):
     """A baseline for any target: the source contrast that looks most like the target
-    (:data:`CLOSEST_CONTRASTS`: FLAIR for T2, T1 for T1CE, ...), copied on the percentile scale.
+    (:data:`CLOSEST_CONTRASTS`: FLAIR for T2, T1 for T1CE, ...), copied on the standardisation's scale.
     Without such a source (T1 alone for T2) the run skips it: inverting the T1 is Complementary."""
 
     learns = False
 
-    def __init__(self, source: Sequence[str] = ("flair",), target: str = "t2") -> None:
-        super().__init__(source, target)
+    def __init__(
+        self, source: Sequence[str] = ("flair",), target: str = "t2", standardisation: str | None = "percentile"
+    ) -> None:
+        super().__init__(source, target, standardisation)
         alike = [c for c in CLOSEST_CONTRASTS[self.target] if c in self.source]
         if not alike:
             raise TaskNotSupportedError(
@@ -108,11 +107,11 @@ class ClosestSource(SynthesisMethod):
         self.copied = alike[0]
 
     def _predict(self, subject: Subject) -> Volume:
-        return subject.volume_like(normalised(subject, self.copied))
+        return subject.volume_like(self.scaled(subject, self.copied))
 
 
 class IntensityLookup(SynthesisMethod):
-    """The mean training target for each bin of the normalised (single) source's intensity.
+    """The mean training target for each bin of the standardised (single) source's intensity.
 
     A one-tissue, clustering-free ablation of BrainClustering: one table for the whole brain, rows
     at fixed intensity bins instead of matched micro clusters. Empty bins take the value linearly
@@ -122,8 +121,14 @@ class IntensityLookup(SynthesisMethod):
         bins: number of equal-width bins over the [0, 1] T1 scale.
     """
 
-    def __init__(self, bins: int = 256, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
-        super().__init__(source, target)
+    def __init__(
+        self,
+        bins: int = 256,
+        source: Sequence[str] = ("t1",),
+        target: str = "t2",
+        standardisation: str | None = "percentile",
+    ) -> None:
+        super().__init__(source, target, standardisation)
         if len(self.source) != 1:
             raise TaskNotSupportedError(f"IntensityLookup maps one source contrast, got {self.source}")
         if bins < 2:
@@ -138,7 +143,7 @@ class IntensityLookup(SynthesisMethod):
         counts = np.zeros(self.bins)
         for subject in subjects:
             brain = subject.brain
-            bins = self._bin_of(normalised(subject, self.contrasts.primary)[brain])
+            bins = self._bin_of(self.scaled(subject, self.contrasts.primary)[brain])
             target = unit_scale(subject[self.target].data, brain)[brain]
             sums += np.bincount(bins, weights=target, minlength=self.bins)
             counts += np.bincount(bins, minlength=self.bins)
@@ -152,7 +157,7 @@ class IntensityLookup(SynthesisMethod):
     def _predict(self, subject: Subject) -> Volume:
         brain = subject.brain
         prediction = np.zeros(subject.reference.shape, dtype=np.float32)
-        prediction[brain] = self.table_[self._bin_of(normalised(subject, self.contrasts.primary)[brain])]
+        prediction[brain] = self.table_[self._bin_of(self.scaled(subject, self.contrasts.primary)[brain])]
         return subject.volume_like(prediction)
 
     def state(self) -> dict[str, np.ndarray]:

@@ -84,6 +84,9 @@ class BrainClustering(SynthesisMethod):
         median_filter: whether the main output is the median-filtered image; both are always made
             (``predict_all``).
         source, target: the task (module docstring); the first source plays the T1's part.
+        standardisation: the primary source's scale (:mod:`datamodules.standardisation`); None: the
+            setting's (``zscore`` for ``quantile``, ``percentile`` for ``paper``); ``reference`` has
+            the authors' own preprocessing and takes none.
     """
 
     def __init__(
@@ -96,15 +99,19 @@ class BrainClustering(SynthesisMethod):
         median_filter: bool = True,
         source: Sequence[str] = ("t1",),
         target: str = "t2",
+        standardisation: str | None = None,
     ) -> None:
-        super().__init__(source, target)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if setting not in SETTINGS:
             raise ValueError(f"setting must be one of {tuple(SETTINGS)}, got {setting!r}")
         self.rules = SETTINGS[setting]
-        if not self.rules.several_sources and self.contrasts != SynthesisTask():
-            raise ValueError(f"setting={setting} is the authors' T1 -> T2 code; the task here is {self.contrasts}")
+        super().__init__(source, target, standardisation)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if self.rules.own_preprocessing and (standardisation is not None or self.contrasts != SynthesisTask()):
+            raise ValueError(
+                f"setting={setting} is the authors' T1 -> T2 code with their preprocessing; the task here is "
+                f"{self.contrasts}, standardisation={standardisation}"
+            )
         if not 3 <= macro <= 6:
             raise ValueError(f"macro must be between 3 and 6 (the paper's range), got {macro}")
         if micro < 1:
@@ -119,6 +126,10 @@ class BrainClustering(SynthesisMethod):
         self.setting, self.median_filter = setting, median_filter
 
     @property
+    def default_standardisation(self) -> str:  # type: ignore[override]
+        return self.rules.standardisation
+
+    @property
     def micro_per_tissue(self) -> int:
         return self.rules.micro_per_tissue(self.macro, self.micro)
 
@@ -128,7 +139,7 @@ class BrainClustering(SynthesisMethod):
 
     def prepare(self, subject: Subject, with_target: bool) -> Prepared:
         """Put a subject on the setting's scales."""
-        return self.rules.prepare(subject, self.contrasts, with_target)
+        return self.rules.prepare(subject, self.contrasts, with_target, self.scales)
 
     def rows_of(self, prepared: Prepared) -> TableRows:
         """One training patient's table rows (training steps 1-3)."""

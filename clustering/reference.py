@@ -10,6 +10,7 @@ import numpy as np
 from clustering.setting import PaperSetting, Prepared, integer_keys
 from datamodules.dataset import Subject
 from datamodules.preprocessing import values_at
+from datamodules.standardisation import Standardisation
 from datamodules.task import SynthesisTask
 
 
@@ -37,10 +38,10 @@ class ReferenceSetting(PaperSetting):
     micro_is_total = True
     absolute_update = True
     through_origin = True
-    several_sources = False
+    own_preprocessing = True
 
-    def prepare(self, subject: Subject, task: SynthesisTask, with_target: bool) -> Prepared:
-        """The whole volumes preprocessed as the authors do, at the foreground of the T1's."""
+    def prepare(self, subject: Subject, task: SynthesisTask, with_target: bool, scales: Standardisation) -> Prepared:
+        """The whole volumes preprocessed as the authors do (``scales`` unused), at the foreground of the T1's."""
         primary_data = subject[task.primary].data
         primary_volume = reference_t1(primary_data)
         voxels = primary_volume != 0

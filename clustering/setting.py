@@ -21,10 +21,10 @@ from datamodules.preprocessing import (
     brain_mask,
     percentile_scale_values,
     put_values_at,
-    robust_scale_values,
     unit_scale_values,
     values_at,
 )
+from datamodules.standardisation import Standardisation
 from datamodules.task import SynthesisTask
 
 #: ``setting=quantile``: the target's distribution is kept as this many quantiles (0, 0.001, ..., 1).
@@ -78,23 +78,25 @@ class PaperSetting:
     through_origin = False
     #: Whether the looked-up image takes the training targets' distribution (:func:`target_quantiles`).
     matches_target_distribution = False
-    #: Whether the setting takes several sources.
-    several_sources = True
+    #: Whether the setting has its own preprocessing, for T1 -> T2 only (the authors' code): it takes
+    #: neither several sources nor a standardisation.
+    own_preprocessing = False
 
-    primary_scale = staticmethod(percentile_scale_values)
+    #: The primary source's standardisation unless one is chosen (:mod:`datamodules.standardisation`).
+    standardisation = "percentile"
     target_scale = staticmethod(unit_scale_values)
 
     def micro_per_tissue(self, macro: int, micro: int) -> int:
         return micro // macro if self.micro_is_total else micro
 
-    def prepare(self, subject: Subject, task: SynthesisTask, with_target: bool) -> Prepared:
-        """A subject on the setting's scales, at its brain's voxels."""
+    def prepare(self, subject: Subject, task: SynthesisTask, with_target: bool, scales: Standardisation) -> Prepared:
+        """A subject on the setting's scales, at its brain's voxels: the primary source on ``scales``."""
         voxels = subject.brain
         primary_raw = values_at(subject[task.primary].data, voxels)
         target_raw = values_at(subject[task.target].data, voxels) if with_target else None
         return Prepared(
             voxels,
-            self.primary_scale(primary_raw),  # float32; values are widened where used
+            scales.values(task.primary, primary_raw),  # float32; values are widened where used
             self.target_scale(target_raw) if with_target else None,
             values_at(brain_mask(subject[task.target]), voxels) if with_target else None,
             tuple(median_scale_values(values_at(subject[c].data, voxels)) for c in task.sources[1:]),
@@ -119,14 +121,15 @@ class PaperSetting:
 
 
 class QuantileSetting(PaperSetting):
-    """``setting=quantile``: a shade's row holds the mean target of its own voxels (:func:`shade_mean_rows`),
-    the primary source is on a robust z-score scale (median and IQR of the brain) on which patients'
-    keys line up, rows merge into ``micro`` key bins per tissue weighted by their voxels, the target is
-    on its percentile scale, and the looked-up image takes the training targets' distribution."""
+    """``setting=quantile``: a shade's row holds the mean target of its own voxels
+    (:func:`shade_mean_rows`); the primary source is on a robust z-score scale (median and IQR of the
+    brain: ``standardisation=zscore``, its default), on which patients' keys line up; rows merge into
+    ``micro`` key bins per tissue, weighted by their voxels; the target is on its percentile scale; and
+    the looked-up image takes the training targets' distribution."""
 
     bins_rows = True
     matches_target_distribution = True
-    primary_scale = staticmethod(robust_scale_values)
+    standardisation = "zscore"
     target_scale = staticmethod(percentile_scale_values)
 
     def patient_rows(

@@ -60,14 +60,23 @@ def kind_of(array: np.ndarray) -> str:
     return IMAGE if np.issubdtype(array.dtype, np.floating) else LABEL
 
 
-def network_inputs(subject: Subject, contrasts: Sequence[str] = ("t1", "t2")) -> dict[str, np.ndarray]:
+def percentile_scaled(subject: Subject, contrast: str) -> np.ndarray:
+    """A contrast of the subject on its brain percentile scale, 0 outside the brain."""
+    return percentile_scale(subject[contrast].data, subject.brain)
+
+
+def network_inputs(
+    subject: Subject,
+    contrasts: Sequence[str] = ("t1", "t2"),
+    scaled: Callable[[Subject, str], np.ndarray] = percentile_scaled,
+) -> dict[str, np.ndarray]:
     """The arrays a synthesis network trains on: each of ``contrasts`` the subject has (sources and,
-    when present, the target), each on its own brain percentile scale (robust to bright outliers,
-    see :func:`datamodules.preprocessing.percentile_scale`) mapped to [-1, 1] with background -1;
-    the brain mask; and the whole-tumour mask (empty without a segmentation)."""
+    when present, the target), each on its [0, 1] scale (``scaled``: by default its brain percentile
+    scale, robust to bright outliers; a method's sources on its standardisation) mapped to [-1, 1]
+    with background -1; the brain mask; and the whole-tumour mask (empty without a segmentation)."""
     brain = subject.brain
     arrays: dict[str, np.ndarray] = {
-        contrast: to_network_scale(percentile_scale(subject[contrast].data, brain))
+        contrast: to_network_scale(scaled(subject, contrast))
         for contrast in contrasts
         if subject.get(contrast) is not None
     }

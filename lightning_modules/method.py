@@ -45,8 +45,10 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
             (``auto``: a GPU when there is one).
         checkpoint_every, validate_every: in iterations.
         seed: seeds Python, NumPy and torch before training.
-        source, target: the task: one generator input channel per source (each on its own brain
-            percentile scale), the discriminator judging (sources..., target).
+        source, target: the task: one generator input channel per source (each on the
+            standardisation's scale), the discriminator judging (sources..., target).
+        standardisation: how the sources are scaled (:mod:`datamodules.standardisation`); the target
+            is on its brain percentile scale.
         fused_adam, channels_last, compile: training speed only (the same losses to rounding), see
             :class:`lightning_modules.pix2pix.Pix2Pix`; ``None``: on a GPU.
     """
@@ -77,8 +79,9 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         fused_adam: bool | None = None,
         channels_last: bool | None = False,
         compile: bool | str = False,
+        standardisation: str | None = "percentile",
     ) -> None:
-        super().__init__(source, target)
+        super().__init__(source, target, standardisation)
         self.fused_adam, self.channels_last, self.compile = fused_adam, channels_last, compile
         self.generator = plain(generator)
         self.discriminator = plain(discriminator)
@@ -136,8 +139,9 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         )
 
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
-        inputs = functools.partial(network_inputs, contrasts=self.training_modalities)
-        system = self.train_system(subjects, context.validation, context, inputs, f"pix2pix {self.contrasts}")
+        inputs = functools.partial(network_inputs, contrasts=self.training_modalities, scaled=self.scaled)
+        purpose = f"pix2pix {self.contrasts} {self.scales.fingerprint()}"  # a cache entry per standardisation
+        system = self.train_system(subjects, context.validation, context, inputs, purpose)
         self.generator_: torch.nn.Module = system.generator.cpu()
 
     # -- inference -------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
     def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
         """The generator's target on the unit scale, 0 outside the brain (the reference reset the
         background from the T1 too)."""
-        crop = self.on_brain(subject, network_inputs(subject, self.source), self.source)
+        crop = self.on_brain(subject, network_inputs(subject, self.source, self.scaled), self.source)
         self.generator_.to(self.device)
         output = synthesise(self.generator_, crop.images, self.spatial_dims, self.inference_settings, self.device)
         return crop.placed(from_network_scale(output), np.float32)

@@ -28,8 +28,11 @@ from datamodules.atomic import atomic_write
 from datamodules.dataset import Subject
 from datamodules.labels import LabelConvention
 from datamodules.nifti import InvalidInputError, Volume
+from datamodules.preprocessing import percentile_scale
 from datamodules.progress import track
 from datamodules.splits import write_json_atomic
+from datamodules.standardisation import STATE_PREFIX as STANDARDISATION_STATE
+from datamodules.standardisation import Standardisation
 from datamodules.task import SynthesisTask
 from evaluation.run_folder import RunFolder
 from pipeline.registry import METHODS, SAVED_CLASS_PATHS, method_class, registered_name
@@ -130,12 +133,20 @@ class Method(ABC):
     def set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 -- stateless default
         pass
 
+    def saved_arrays(self) -> dict[str, np.ndarray]:
+        """Everything :meth:`save` writes to ``state.npz``: :meth:`state`, and what the contract adds."""
+        return self.state()
+
+    def restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """The inverse of :meth:`saved_arrays`."""
+        self.set_state(arrays)
+
     def save(self, folder: str | Path) -> Path:
         """Save hyper-parameters and learned state to ``folder``."""
         self.check_fitted()
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = self.state()
+        arrays = self.saved_arrays()
         if arrays:
             with atomic_write(folder / STATE_FILE) as temporary:
                 np.savez(temporary, **arrays)
@@ -159,7 +170,7 @@ class Method(ABC):
         state_file = folder / STATE_FILE
         if state_file.exists():
             with np.load(state_file, allow_pickle=False) as arrays:
-                method.set_state({key: arrays[key] for key in arrays.files})
+                method.restore_arrays({key: arrays[key] for key in arrays.files})
         method.fitted_ = True
         return method
 
@@ -207,17 +218,49 @@ class SynthesisMethod(Method):
     of the target (:func:`datamodules.preprocessing.unit_scale`: the brain's min-max mapped to
     [0, 1]), 0 outside the brain (the primary source's brain mask).
 
+    Sources are read on the scale of the method's intensity standardisation (:meth:`scaled`), which a
+    ``nyul`` standardisation learns at :meth:`fit` and :meth:`save` keeps with the method.
+
     Args:
         source: the source contrasts, primary first (``t1``, ``t1ce``, ``t2``, ``flair``).
         target: the contrast to make.
+        standardisation: how sources are scaled (:mod:`datamodules.standardisation`); None: the
+            method's own default (:attr:`default_standardisation`).
     """
 
     task = "synthesis"
+    default_standardisation = "percentile"
 
-    def __init__(self, source: Sequence[str] = ("t1",), target: str = "t2") -> None:
+    def __init__(
+        self, source: Sequence[str] = ("t1",), target: str = "t2", standardisation: str | None = "percentile"
+    ) -> None:
         self.contrasts = SynthesisTask.of(source, target)
         self.source = list(self.contrasts.sources)
         self.target = self.contrasts.target
+        self.standardisation = standardisation
+        self.scales = Standardisation(standardisation or self.default_standardisation)
+        if self.scales.learns:
+            self.learns = True  # even a method that learns nothing else learns the landmarks
+
+    def fit(self, subjects: Sequence[Subject], context: FitContext | None = None) -> Method:
+        """Learn the standardisation (a first pass over the subjects, ``nyul`` only), then the method."""
+        self.scales.fit(subjects, self.source)
+        return super().fit(subjects, context)
+
+    def scaled(self, subject: Subject, contrast: str) -> np.ndarray:
+        """A contrast of the subject as the method reads it, on [0, 1], 0 outside the brain: a source
+        on the standardisation's scale, the target on its percentile scale."""
+        if contrast == self.target:
+            return percentile_scale(subject[contrast].data, subject.brain)
+        return self.scales.volume(subject, contrast)
+
+    def saved_arrays(self) -> dict[str, np.ndarray]:
+        return self.state() | self.scales.state()
+
+    def restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        own = {key: value for key, value in arrays.items() if not key.startswith(STANDARDISATION_STATE)}
+        self.scales.set_state({key: value for key, value in arrays.items() if key not in own})
+        self.set_state(own)
 
     @property
     def training_modalities(self) -> tuple[str, ...]:  # type: ignore[override]

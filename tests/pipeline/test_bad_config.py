@@ -19,6 +19,10 @@ from tests.conftest import run
         (("source=[t1,t1]", "target=flair"), "error: model: source lists a contrast twice: ['t1', 't1']"),
         (("model=complementary", "source=[flair]"), "error: model: Complementary inverts the T1, which is not among"),
         (("model=intensity_lookup", "source=[t1,flair]"), "error: model: IntensityLookup maps one source contrast"),
+        (
+            ("standardisation=decibels",),
+            "error: model: standardisation must be one of ('percentile', 'zscore', 'nyul')",
+        ),
     ],
 )
 def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, overrides, message):
