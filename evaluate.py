@@ -29,20 +29,17 @@ from pathlib import Path
 
 from rich.console import Console
 
+from common.contrasts import CONTRASTS
+from common.errors import ConfigError
+from common.files import write_json_atomic, write_rows_csv
 from datamodules.dataset import SynthesisDataset
-from datamodules.splits import write_json_atomic
-from datamodules.task import CONTRASTS, SynthesisTask
+from datamodules.task import SynthesisTask
 from evaluation.folders import score_folders
 from evaluation.run_folder import EVALUATION, RunFolder
-from evaluation.scoring import (
-    PRIMARY_METRIC,
-    summarise,
-    summary_table,
-    write_rows_csv,
-)
+from evaluation.scoring import PRIMARY_METRIC, summarise, summary_table
 from evaluation.segmentation import CommandSegmenter, evaluate_synthetic, prediction_files
 from evaluation.segmentation_metrics import SEGMENTATION_TABLE
-from pipeline.cli import ConfigError, bad_input_exits
+from pipeline.cli import bad_input_exits
 from pipeline.contract import SegmentationMethod, load_from_run
 
 

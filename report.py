@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InvalidInputError
 from datamodules.dataset import SynthesisDataset
-from datamodules.nifti import InvalidInputError, load_volume
+from datamodules.nifti import load_volume
 from evaluation.report import Study, best_of_each_family, build_report, collect, write_report
 from evaluation.scoring import summarise
 from pipeline.cli import bad_input_exits

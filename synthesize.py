@@ -27,17 +27,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InvalidInputError
+from common.progress import track
 from datamodules.dataset import Subject
 from datamodules.layouts import Case, find_case_folder, find_layout
-from datamodules.nifti import (
-    InvalidInputError,
-    check_same_geometry,
-    is_nifti,
-    load_volume,
-    save_volume,
-    strip_nifti_suffix,
-)
-from datamodules.progress import track
+from datamodules.nifti import check_same_geometry, is_nifti, load_volume, save_volume, strip_nifti_suffix
 from datamodules.task import SynthesisTask
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
 from pipeline.contract import SynthesisMethod, load_from_run

@@ -26,11 +26,10 @@ import numpy as np
 from scipy import ndimage
 
 from clustering.brainclustering import BrainClustering
-from datamodules.dataset import Subject
+from datamodules.dataset import LazySubjects, Subject
 from datamodules.nifti import load_volume, save_volume
 from datamodules.phantom import phantom_dataset
 from datamodules.preprocessing import brain_mask
-from pipeline.contract import LazySubjects
 
 
 def scipy_fill_rule(data: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The real benchmark: every method trained on real BraTS cases and scored on real cases it never saw.
 
     python bench/real.py --data /data/brats18-dev [--extra ../shared/data/real]
-                         [--sources t1 t1,t1ce,flair] [--methods NAME ...] [--output reproduce/real]
+                         [--sources t1 t1,t1ce,flair] [--methods NAME[KIND] ...] [--output reproduce/real]
 
 Protocol (fixed, so that numbers from two commits compare):
 
@@ -13,7 +13,8 @@ Protocol (fixed, so that numbers from two commits compare):
 - ``--phantom``: each learning method is also fitted on the quick start's phantom alone (its train
   role) and predicts every real case (``<name>@phantom``): what a user without training data gets.
 - Each method is built from its ``conf/model`` config with the overrides below (the same objects
-  ``train.py`` builds) and scored by ``evaluation.scoring.score_prediction`` on the source's brain.
+  ``train.py`` builds), ``NAME[KIND]`` with ``standardisation=KIND`` too, and scored by
+  ``evaluation.scoring.score_prediction`` on the source's brain.
 
 Prints, per task and method, the mean and sd over cases of each metric, the sd of the five fold means
 (how much the numbers move with the split), and on how many cases the method beats Complementary
@@ -35,11 +36,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
+from common.files import write_rows_csv
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.phantom import phantom_dataset
+from datamodules.standardisation import KINDS
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
-from evaluation.scoring import score_prediction, write_rows_csv
+from evaluation.scoring import score_prediction
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -60,8 +63,12 @@ GALLERY_CASES = 3
 
 
 def build(name: str, task: SynthesisTask) -> SynthesisMethod | None:
-    """The method ``name`` for ``task``, or None (with a line) when it cannot do the task."""
-    config, overrides = METHODS[name]
+    """The method ``name`` (``<method>`` or ``<method>[<standardisation>]``) for ``task``, or None
+    (with a line) when it cannot do the task."""
+    method, _, kind = name.removesuffix("]").partition("[")
+    config, overrides = METHODS[method]
+    if kind:
+        overrides = (*overrides, f"standardisation={kind}")
     sources = "[" + ",".join(task.sources) + "]"
     with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
         cfg = compose(
@@ -212,12 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="the BraTS 2018 development cases")
     parser.add_argument("--extra", type=Path, default=None, help="further held-out cases (BraTS 2023 layout)")
     parser.add_argument("--sources", nargs="+", default=["t1", "t1,t1ce,flair"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help=f"among {', '.join(METHODS)}; NAME[KIND] with a standardisation ({', '.join(KINDS)})",
+    )
     parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
     parser.add_argument(
         "--phantom", action="store_true", help="also fit each learning method on the quick start's phantom alone"
     )
     args = parser.parse_args(argv)
+    for name in args.methods:
+        method, _, kind = name.removesuffix("]").partition("[")
+        if method not in METHODS or kind not in ("", *KINDS):
+            parser.error(f"--methods: unknown {name!r}: a method among {', '.join(METHODS)}, then [{'|'.join(KINDS)}]")
     all_rows = []
     for sources in args.sources:
         task = SynthesisTask.of(sources.split(","), "t2")

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.cores import usable_cores
 from evaluation.run_folder import RunFolder
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def commit() -> str:
 def machine() -> str:
     import torch
 
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
         f"{cores} CPU cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "

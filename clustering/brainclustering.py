@@ -60,6 +60,7 @@ from clustering.reference import ReferenceSetting
 from clustering.search import SearchIndex
 from clustering.setting import PaperSetting, Prepared, QuantileSetting, target_quantiles
 from clustering.tables import ROW_FIELDS, TableRows, Tables, build_tables, look_up, match_quantiles
+from common.checks import check_choice
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.preprocessing import median_per_axial_slice, put_values_at
@@ -101,12 +102,10 @@ class BrainClustering(SynthesisMethod):
         target: str = "t2",
         standardisation: str | None = None,
     ) -> None:
-        if setting not in SETTINGS:
-            raise ValueError(f"setting must be one of {tuple(SETTINGS)}, got {setting!r}")
+        check_choice("setting", setting, SETTINGS)
         self.rules = SETTINGS[setting]
         super().__init__(source, target, standardisation)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_choice("mode", mode, MODES)
         if self.rules.own_preprocessing and (standardisation is not None or self.contrasts != SynthesisTask()):
             raise ValueError(
                 f"setting={setting} is the authors' T1 -> T2 code with their preprocessing; the task here is "

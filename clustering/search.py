@@ -4,12 +4,12 @@ patient's preprocessed primary is kept, cropped to its box, so a query never re-
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
+from common.cores import usable_cores
 from datamodules.preprocessing import bounding_box
 
 #: Search keeps each training patient's primary source (in [0, 1]) as this many 16-bit levels: half
@@ -67,7 +67,7 @@ class SearchIndex:
             inside_square, difference_square = _box_sums(query, bounds[:, 0], crop, scale)
             return (total_square - inside_square + difference_square) / query.size
 
-        with ThreadPoolExecutor(os.cpu_count()) as pool:  # the compiled sums release the GIL
+        with ThreadPoolExecutor(usable_cores()) as pool:  # the compiled sums release the GIL
             return np.array(list(pool.map(distance, np.array(self.boxes, dtype=np.int64), self.crops)))
 
     def nearest(self, t1: np.ndarray, w: int) -> np.ndarray:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from common.cores import usable_cores
+from common.errors import InvalidInputError
+from common.progress import track
 from datamodules.labels import LabelConvention, get_label_convention
 from datamodules.layouts import Case, Layout, detect_layout, get_layout
-from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, read_geometry
+from datamodules.nifti import Volume, check_same_geometry, load_volume, read_geometry
 from datamodules.preprocessing import brain_mask
 from datamodules.splits import PAPER_PROPORTIONS, TRAIN, Split, load_split, make_split, save_split
 
@@ -191,3 +198,42 @@ class SynthesisDataset:
         subject = Subject(case.case_id, volumes, segmentation)
         subject.brain  # noqa: B018 -- validate now: an all-background anchor fails here, naming its file
         return subject
+
+
+class LazySubjects(Sequence[Subject]):
+    """A sequence of subjects loaded from disk on access, with progress when iterated.
+
+    Iteration reads ahead with a thread per core (``workers``; decompression and the brain mask
+    run outside Python's lock), yielding the subjects in order and holding at most ``workers`` of
+    them besides the one being used.
+    """
+
+    def __init__(
+        self, loader: Any, cases: Sequence[Any], description: str = "Loading subjects", workers: int | None = None
+    ) -> None:
+        self._loader = loader
+        self._cases = list(cases)
+        self.description = description
+        self.workers = workers if workers is not None else usable_cores()
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+    def __getitem__(self, index: int) -> Subject:  # type: ignore[override]
+        return self._loader(self._cases[index])
+
+    def __iter__(self) -> Iterator[Subject]:
+        return track(self._read_ahead(), self.description, total=len(self._cases))
+
+    def _read_ahead(self) -> Iterator[Subject]:
+        if self.workers <= 1:
+            yield from map(self._loader, self._cases)
+            return
+        cases = iter(self._cases)
+        with ThreadPoolExecutor(self.workers) as pool:
+            pending = deque(pool.submit(self._loader, case) for case in itertools.islice(cases, self.workers))
+            while pending:
+                subject = pending.popleft().result()
+                if (case := next(cases, None)) is not None:
+                    pending.append(pool.submit(self._loader, case))
+                yield subject

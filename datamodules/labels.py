@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datamodules.nifti import InvalidInputError, Volume
+from common.checks import check_choice
+from common.errors import InvalidInputError
+from datamodules.nifti import Volume
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,5 @@ LABEL_CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS2019, 
 
 
 def get_label_convention(name: str) -> LabelConvention:
-    try:
-        return LABEL_CONVENTIONS[name]
-    except KeyError:
-        raise ValueError(f"label_convention must be one of {sorted(LABEL_CONVENTIONS)}, got {name!r}") from None
+    check_choice("label_convention", name, sorted(LABEL_CONVENTIONS))
+    return LABEL_CONVENTIONS[name]

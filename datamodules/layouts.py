@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from datamodules.nifti import NIFTI_SUFFIXES, InvalidInputError, strip_nifti_suffix
+from common.checks import check_choice
+from common.contrasts import CONTRASTS
+from common.errors import InvalidInputError
+from datamodules.nifti import NIFTI_SUFFIXES, strip_nifti_suffix
 
-MODALITIES = ("t1", "t1ce", "t2", "flair", "seg")
+MODALITIES = (*CONTRASTS, "seg")
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,5 @@ def detect_layout(root: str | Path) -> Layout:
 
 
 def get_layout(name: str) -> Layout:
-    try:
-        return LAYOUTS[name]
-    except KeyError:
-        raise ValueError(f"layout must be one of {sorted(LAYOUTS)} or 'auto', got {name!r}") from None
+    check_choice("layout", name, sorted(LAYOUTS))
+    return LAYOUTS[name]

@@ -15,21 +15,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from datamodules.atomic import atomic_write
+from common.errors import InvalidInputError
+from common.files import atomic_write
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-
-
-class InvalidInputError(ValueError):
-    """Bad input data: the message names the file (or case) and the problem."""
-
-    def __init__(self, source: str | os.PathLike, problem: str) -> None:
-        self.source = str(source)
-        self.problem = problem
-        super().__init__(f"{source}: {problem}")
-
-    def __reduce__(self):  # rebuilt from its fields when it crosses a process boundary (a worker pool)
-        return type(self), (self.source, self.problem)
 
 
 @dataclass(frozen=True, eq=False)

@@ -31,7 +31,8 @@ import torch
 import torchio as tio
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.atomic import current_umask
+from common.checks import check_choice
+from common.files import current_umask
 from datamodules.dataset import Subject
 from datamodules.preprocessing import bounding_box, percentile_scale
 
@@ -286,8 +287,7 @@ class PatchDataModule(pl.LightningDataModule):
         flip: Flip = "lr_ap",
     ) -> None:
         super().__init__()
-        if flip not in FLIPS:
-            raise ValueError(f"flip must be one of {FLIPS}, got {flip!r}")
+        check_choice("flip", flip, FLIPS)
         if len(patch_size) != 3:
             raise ValueError(f"patch_size must have 3 entries (x, y, z), got {list(patch_size)}")
         self.training = list(training)

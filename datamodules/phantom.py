@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from common.cores import usable_cores
+from common.files import write_json_atomic
+from common.progress import track
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import Volume, load_volume, new_header, save_volume
-from datamodules.progress import track
-from datamodules.splits import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def generate_phantom(
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
-    workers = min(workers or len(os.sched_getaffinity(0)), n_subjects)
+    workers = min(workers or usable_cores(), n_subjects)
     description = f"Generating phantom ({n_subjects} subjects, {workers} process(es))"
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from scipy import ndimage
 
-from datamodules.nifti import InvalidInputError, Volume
+from common.cores import usable_cores
+from common.errors import InvalidInputError
+from datamodules.nifti import Volume
 
 #: Threads that share the median filter (one per core).
-PARALLEL_PARTS = os.cpu_count() or 1
+PARALLEL_PARTS = usable_cores()
 
 BRAIN_MASK_RULE = (
     "border-background: background = median of the volume's six faces; brain = voxels differing from it "

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.atomic import atomic_write
-from datamodules.nifti import InvalidInputError
+from common.errors import InvalidInputError
+from common.files import write_json_atomic
 
 TRAIN = "train"
 VALIDATION = "validation"
@@ -97,9 +97,3 @@ def load_split(path: Path, case_ids: Sequence[str]) -> Split:
     if not roles.get(TRAIN):
         raise InvalidInputError(path, "the split has no training cases")
     return {role: list(ids) for role, ids in roles.items()}
-
-
-def write_json_atomic(content: object, path: Path) -> None:
-    """Write JSON atomically (see :func:`datamodules.atomic.atomic_write`)."""
-    with atomic_write(path) as temporary:
-        temporary.write_text(json.dumps(content, indent=2) + "\n")

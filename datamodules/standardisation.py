@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from common.checks import check_choice
 from datamodules.dataset import Subject
 from datamodules.preprocessing import percentile_scale_values, put_values_at, robust_scale_values, values_at
 
@@ -39,8 +40,7 @@ class Standardisation:
     """
 
     def __init__(self, kind: str = "percentile") -> None:
-        if kind not in KINDS:
-            raise ValueError(f"standardisation must be one of {KINDS}, got {kind!r}")
+        check_choice("standardisation", kind, KINDS)
         self.kind = kind
         self.landmarks: dict[str, np.ndarray] = {}
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: The four MR contrasts of a BraTS case, by the project's names.
-CONTRASTS = ("t1", "t1ce", "t2", "flair")
+from common.contrasts import CONTRASTS
 
 
 @dataclass(frozen=True)

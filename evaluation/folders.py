@@ -7,7 +7,6 @@ run's ``predictions/`` folder, the method is the path below the folder (``<metho
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -16,13 +15,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from common.cores import usable_cores
+from common.errors import InvalidInputError
+from common.progress import track
 from datamodules.dataset import SynthesisDataset
 from datamodules.layouts import Case
-from datamodules.nifti import InvalidInputError, is_nifti, load_volume, strip_nifti_suffix
-from datamodules.progress import track
+from datamodules.nifti import is_nifti, load_volume, strip_nifti_suffix
 from datamodules.task import SynthesisTask
-from evaluation.report import label_in_run
-from evaluation.run_folder import RunFolder
+from evaluation.run_folder import RunFolder, label_in_run
 from evaluation.scoring import METRICS, score_prediction
 
 #: What may follow a case id in a prediction's file name.
@@ -106,7 +106,7 @@ def score_folders(
     ``task.primary``, a process per core (``workers``). A case without the target is listed with
     n/a scores and a warning, as ``train.py`` does."""
     predictions = find_predictions(folders, dataset, task.target, skip)
-    workers = min(workers or len(os.sched_getaffinity(0)), max(len(predictions), 1))
+    workers = min(workers or usable_cores(), max(len(predictions), 1))
     arguments = ([dataset] * len(predictions), [task] * len(predictions), [region] * len(predictions))
     description = f"Scoring {len(predictions)} file(s) in {', '.join(map(str, folders))}"
     if workers > 1:  # spawned: the parent may hold threads (torch, readers) that a fork would copy

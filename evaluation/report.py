@@ -17,31 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.atomic import atomic_write
+from common.files import atomic_write, read_rows_csv
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
-from evaluation.run_folder import RunFolder, find_runs
-from evaluation.scoring import METRICS, format_value, read_rows_csv, summarise
+from evaluation.run_folder import RunFolder, find_runs, label_in_run
+from evaluation.scoring import METRICS, format_value, summarise
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
 ROLE_ORDER = ("test", "no_ground_truth", "validation")
 SEGMENTATION_REPORTED = ("dice_mean", "dice_WT", "dice_TC", "dice_ET", "hd95_mean", "hd95_WT", "dice_change_mean")
 #: Segmentation rows of the real contrast (``real_t2``; see :func:`evaluation.segmentation.real_label`).
 REAL_PREFIX = "real_"
-
-
-def method_label(method: str, run_name: str, several_runs: bool) -> str:
-    if not several_runs or run_name == f"model={method}":
-        return method
-    return f"{method} ({run_name})"
-
-
-def label_in_run(method: str, run: RunFolder, several_runs: bool) -> str:
-    """A method's label in a report over runs: the run's own model (and its extra outputs such as
-    ``_unfiltered``) carries the run's folder name; baselines fitted inside a run do not."""
-    model = run.model_name
-    own = not model or method == model or method.startswith(f"{model}_")
-    return method_label(method, run.name, several_runs and own)
 
 
 def family(label: str) -> str:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datamodules.splits import write_json_atomic
+from common.files import read_rows_csv, write_json_atomic, write_rows_csv
 from datamodules.task import SynthesisTask
-from evaluation.scoring import read_rows_csv, write_rows_csv
 
 SUMMARY, METRICS_CSV, SPLIT, MODEL, BASELINES, PREDICTIONS = (
     "summary.json",
@@ -168,3 +167,20 @@ def find_runs(folders: Sequence[Path], skipped: list[str] | None = None) -> list
                 continue
             runs.append(run)
     return list(dict.fromkeys(runs))
+
+
+# -- labels of a run's methods in a report over runs ----------------------------------------------
+
+
+def method_label(method: str, run_name: str, several_runs: bool) -> str:
+    if not several_runs or run_name == f"model={method}":
+        return method
+    return f"{method} ({run_name})"
+
+
+def label_in_run(method: str, run: RunFolder, several_runs: bool) -> str:
+    """A method's label in a report over runs: the run's own model (and its extra outputs such as
+    ``_unfiltered``) carries the run's folder name; baselines fitted inside a run do not."""
+    model = run.model_name
+    own = not model or method == model or method.startswith(f"{model}_")
+    return method_label(method, run.name, several_runs and own)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from datamodules.atomic import atomic_write
+from common.checks import check_choice
+from common.errors import InvalidInputError
 from datamodules.dataset import Subject
-from datamodules.nifti import InvalidInputError, Volume
+from datamodules.nifti import Volume
 from datamodules.preprocessing import BRAIN_MASK_RULE, brain_mask, percentile_scale, unit_scale
 from evaluation.image_metrics import mean_absolute_error, mean_over, mean_squared_error, psnr, ssim_map
 
@@ -88,8 +87,7 @@ def score_prediction(
             prediction.name,
             f"affine {ours} differs from the real {shown}'s {theirs} (case {subject.case_id})".replace("\n", ""),
         )
-    if region not in REGIONS:
-        raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+    check_choice("region", region, REGIONS)
     brain = subject.brain
     if region == "union":
         predicted = prediction.data
@@ -151,36 +149,6 @@ def summarise(
             }
         summary.append(entry)
     return summary
-
-
-def write_rows_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    """Write per-case rows as CSV atomically (columns: every field of any row, in order of first
-    appearance); None and missing fields become empty cells (n/a)."""
-    rows = list(rows)
-    fields = list(dict.fromkeys(field for row in rows for field in row)) or ["case_id"]
-    with atomic_write(path) as temporary, temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=fields, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-
-
-#: Columns of a rows CSV that hold text; every other column holds numbers (empty: None).
-TEXT_COLUMNS = ("method", "role", "case_id", "reference", "degenerate")
-
-
-def read_rows_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows written by :func:`write_rows_csv`, with numbers as floats and empty cells as None."""
-    rows = []
-    with path.open(newline="") as stream:
-        for row in csv.DictReader(stream):
-            rows.append(
-                {
-                    key: value if key in TEXT_COLUMNS else float(value) if value not in ("", None) else None
-                    for key, value in row.items()
-                }
-            )
-    return rows
 
 
 def format_value(statistic: dict[str, Any]) -> str:

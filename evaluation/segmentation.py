@@ -17,14 +17,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from common.checks import check_choice
+from common.contrasts import CONTRASTS
+from common.errors import InvalidInputError
+from common.progress import track
 from datamodules.dataset import Subject, SynthesisDataset
-from datamodules.nifti import InvalidInputError, Volume, check_same_geometry, load_volume, save_volume
-from datamodules.progress import track
-from evaluation.report import label_in_run
-from evaluation.run_folder import RunFolder
+from datamodules.nifti import Volume, check_same_geometry, load_volume, save_volume
+from evaluation.run_folder import RunFolder, label_in_run
 from evaluation.segmentation_metrics import REGION_NAMES, score_segmentation
-
-MODALITIES = ("t1", "t1ce", "t2", "flair")
 
 
 def real_label(target: str) -> str:
@@ -48,14 +48,14 @@ class CommandSegmenter:
     """
 
     def __init__(self, template: str) -> None:
-        missing = [name for name in (*MODALITIES, "output") if "{" + name + "}" not in template]
+        missing = [name for name in (*CONTRASTS, "output") if "{" + name + "}" not in template]
         if missing:
             raise ValueError(f"segmenter command lacks the placeholders {missing}: {template!r}")
         self.template = template
 
     def predict(self, subject: Subject) -> Volume:
         with tempfile.TemporaryDirectory(prefix="segment-") as folder:
-            files = {m: save_volume(subject[m], Path(folder) / f"{m}.nii.gz") for m in MODALITIES}
+            files = {m: save_volume(subject[m], Path(folder) / f"{m}.nii.gz") for m in CONTRASTS}
             output = Path(folder) / "segmentation.nii.gz"
             command = [part.format(**files, output=output) for part in shlex.split(self.template)]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -98,15 +98,14 @@ def evaluate_synthetic(
         Dice and HD95 per region and their means, and (synthetic contrasts) the changes against the
         real-contrast run.
     """
-    if target not in MODALITIES:
-        raise ValueError(f"target must be one of {MODALITIES}, got {target!r}")
+    check_choice("target", target, CONTRASTS)
     real_name = real_label(target)
     role_of = {case_id: role for role, ids in dataset.split.items() for case_id in ids}
     case_ids = sorted({case_id for files in predictions.values() for case_id in files})
     rows: list[dict[str, Any]] = []
     cases = track(case_ids, f"Segmenting {len(case_ids)} case(s)") if progress else case_ids
     # The target last, so that the brain mask (the anchor's) never comes from a replaced contrast.
-    order = [*(m for m in MODALITIES if m != target), target]
+    order = [*(m for m in CONTRASTS if m != target), target]
     for case_id in cases:
         subject = dataset.load(dataset.cases[case_id], order)
         real = segmenter.predict(subject)

@@ -12,6 +12,8 @@ import torch
 import torchio as tio
 from torch import nn
 
+from common.checks import check_choice
+
 InferenceMode = Literal["whole", "sliding_window"]
 INFERENCE_MODES = ("whole", "sliding_window")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
@@ -44,10 +46,8 @@ class InferenceSettings:
     precision: str = "32"
 
     def __post_init__(self) -> None:
-        if self.mode not in INFERENCE_MODES:
-            raise ValueError(f"inference mode must be one of {INFERENCE_MODES}, got {self.mode!r}")
-        if str(self.precision) not in PRECISIONS:
-            raise ValueError(f"inference precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_choice("inference mode", self.mode, INFERENCE_MODES)
+        check_choice("inference precision", str(self.precision), PRECISIONS)
         if any(o >= p for o, p in zip(self.overlap, self.patch_size, strict=True)):
             raise ValueError(f"overlap {list(self.overlap)} must be smaller than patch_size {list(self.patch_size)}")
 

@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from common.checks import check_choice
 from datamodules.patches import from_network_scale
 from lightning_modules.inference import InferenceSettings, synthesise
 from lightning_modules.losses import (
@@ -85,10 +86,8 @@ class Pix2Pix(pl.LightningModule):
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        if gan_mode not in GAN_MODES:
-            raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {gan_mode!r}")
-        if tumour_loss not in TUMOUR_LOSSES:
-            raise ValueError(f"tumour_loss must be one of {TUMOUR_LOSSES}, got {tumour_loss!r}")
+        check_choice("gan_mode", gan_mode, GAN_MODES)
+        check_choice("tumour_loss", tumour_loss, TUMOUR_LOSSES)
         if lambda_l1 < 0 or gamma_tumour < 0:
             raise ValueError(f"lambda ({lambda_l1}) and gamma ({gamma_tumour}) must be non-negative")
         self.save_hyperparameters(ignore=["generator", "discriminator", "inference"])

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 -- the usual alias
 from torch import nn
 
+from common.contrasts import CONTRASTS
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import segmentation_inputs
@@ -99,7 +100,7 @@ class SegmenterMethod(LightningMethod, SegmentationMethod):
     def __init__(
         self,
         network: Mapping[str, Any],
-        modalities: Sequence[str] = ("t1", "t1ce", "t2", "flair"),
+        modalities: Sequence[str] = CONTRASTS,
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-5,
         iterations: int = 20_000,

@@ -19,12 +19,13 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from common.errors import RunInterruptedError
+from common.progress import Progress
+from common.signals import signals_to_lightning
 from datamodules.dataset import Subject
 from datamodules.patches import Inputs, PatchDataModule, cache_cases
 from datamodules.preprocessing import bounding_box
-from datamodules.progress import Progress
 from lightning_modules.inference import InferenceSettings
-from pipeline.cli import RunInterruptedError, signals_to_lightning
 from pipeline.contract import FitContext
 
 #: Voxels kept around the brain's bounding box when a volume is cropped for a network.

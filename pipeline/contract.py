@@ -11,26 +11,22 @@ the class by its registered name (:mod:`pipeline.registry`) and the file's forma
 from __future__ import annotations
 
 import inspect
-import itertools
 import json
-import os
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datamodules.atomic import atomic_write
+from common.contrasts import CONTRASTS
+from common.errors import InvalidInputError
+from common.files import atomic_write, write_json_atomic
 from datamodules.dataset import Subject
 from datamodules.labels import LabelConvention
-from datamodules.nifti import InvalidInputError, Volume
+from datamodules.nifti import Volume
 from datamodules.preprocessing import percentile_scale
-from datamodules.progress import track
-from datamodules.splits import write_json_atomic
 from datamodules.standardisation import STATE_PREFIX as STANDARDISATION_STATE
 from datamodules.standardisation import Standardisation
 from datamodules.task import SynthesisTask
@@ -276,44 +272,5 @@ class SegmentationMethod(Method):
     the data set's label convention (integer volume with the T1's geometry, 0 outside the tumour)."""
 
     task = "segmentation"
-    training_modalities = ("t1", "t1ce", "t2", "flair")
-    inference_modalities = ("t1", "t1ce", "t2", "flair")
-
-
-class LazySubjects(Sequence[Subject]):
-    """A sequence of subjects loaded from disk on access, with progress when iterated.
-
-    Iteration reads ahead with a thread per core (``workers``; decompression and the brain mask
-    run outside Python's lock), yielding the subjects in order and holding at most ``workers`` of
-    them besides the one being used.
-    """
-
-    def __init__(
-        self, loader: Any, cases: Sequence[Any], description: str = "Loading subjects", workers: int | None = None
-    ) -> None:
-        self._loader = loader
-        self._cases = list(cases)
-        self.description = description
-        self.workers = workers if workers is not None else len(os.sched_getaffinity(0))
-
-    def __len__(self) -> int:
-        return len(self._cases)
-
-    def __getitem__(self, index: int) -> Subject:  # type: ignore[override]
-        return self._loader(self._cases[index])
-
-    def __iter__(self) -> Iterator[Subject]:
-        return track(self._read_ahead(), self.description, total=len(self._cases))
-
-    def _read_ahead(self) -> Iterator[Subject]:
-        if self.workers <= 1:
-            yield from map(self._loader, self._cases)
-            return
-        cases = iter(self._cases)
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending = deque(pool.submit(self._loader, case) for case in itertools.islice(cases, self.workers))
-            while pending:
-                subject = pending.popleft().result()
-                if (case := next(cases, None)) is not None:
-                    pending.append(pool.submit(self._loader, case))
-                yield subject
+    training_modalities = CONTRASTS
+    inference_modalities = CONTRASTS

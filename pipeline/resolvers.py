@@ -8,6 +8,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from common.cores import usable_cores
+
 
 def wandb_offline() -> bool:
     """True when no W&B account is configured (no WANDB_API_KEY and no api.wandb.ai in ~/.netrc),
@@ -37,7 +39,7 @@ def sweep_group() -> str | None:
 def loader_workers(most: int = 4) -> int:
     """Data-loading processes for this machine: at most ``most``, and one core left to the training
     process (0 on a single core: the training process loads the data itself)."""
-    return max(0, min(int(most), len(os.sched_getaffinity(0)) - 1))
+    return max(0, min(int(most), usable_cores() - 1))
 
 
 for name, resolver in (

@@ -19,12 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from rich.console import Console
 
-from datamodules.atomic import remove_partial_files
-from datamodules.dataset import Subject, SynthesisDataset
+from common.errors import ConfigError, InvalidInputError, RunInterruptedError
+from common.files import remove_partial_files
+from common.progress import track
+from datamodules.dataset import LazySubjects, Subject, SynthesisDataset
 from datamodules.labels import LabelConvention
 from datamodules.layouts import Case
-from datamodules.nifti import InvalidInputError, Volume, save_volume
-from datamodules.progress import track
+from datamodules.nifti import Volume, save_volume
 from datamodules.splits import TRAIN, VALIDATION, save_split
 from evaluation.run_folder import RunFolder
 from evaluation.scoring import (
@@ -36,8 +37,7 @@ from evaluation.scoring import (
     summary_table,
 )
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS, SEGMENTATION_TABLE, score_segmentation
-from pipeline.cli import ConfigError, RunInterruptedError
-from pipeline.contract import FitContext, LazySubjects, Method, SynthesisMethod, TaskNotSupportedError
+from pipeline.contract import FitContext, Method, SynthesisMethod, TaskNotSupportedError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.nifti import InvalidInputError
-from pipeline.cli import ConfigError, RunInterruptedError
+from common.errors import ConfigError, InvalidInputError, RunInterruptedError
 from pipeline.contract import NotFittedError, TaskNotSupportedError
 
 ERRORS = [

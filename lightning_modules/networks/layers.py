@@ -14,12 +14,6 @@ NORMS = ("batch", "instance")
 UPSAMPLINGS = ("linear_additive", "deconvolution")
 
 
-def check_choice(name: str, value: object, choices: tuple) -> None:
-    """Raise a ValueError naming the argument when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 def check_spatial_dims(spatial_dims: int) -> None:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")

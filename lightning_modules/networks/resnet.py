@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.checks import check_choice
 from lightning_modules.networks.layers import (
     NORMS,
     PADDINGS,
@@ -13,7 +14,6 @@ from lightning_modules.networks.layers import (
     Norm,
     Padding,
     Upsampling,
-    check_choice,
     check_spatial_dims,
     convolution,
     convolution_bias,

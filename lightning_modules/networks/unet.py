@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from common.checks import check_choice
 from lightning_modules.networks.layers import (
     NORMS,
     UPSAMPLINGS,
     LinearAdditiveUpsample,
     Norm,
     Upsampling,
-    check_choice,
     check_spatial_dims,
     convolution,
     convolution_bias,

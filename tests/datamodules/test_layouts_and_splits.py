@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
+from common.errors import InvalidInputError
 from datamodules.dataset import SynthesisDataset
 from datamodules.labels import BRATS2019, BRATS2023
 from datamodules.layouts import detect_layout
-from datamodules.nifti import InvalidInputError
 from datamodules.splits import PAPER_PROPORTIONS, load_split, make_split, role_counts
 from tests.conftest import ball_volume, make_volume, write_case
 

@@ -4,8 +4,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.errors import InvalidInputError
 from datamodules import nifti
-from datamodules.nifti import InvalidInputError, check_same_geometry, load_volume, save_volume
+from datamodules.nifti import check_same_geometry, load_volume, save_volume
 from tests.conftest import ball_volume, make_volume
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from datamodules.nifti import InvalidInputError
+from common.errors import InvalidInputError
 from datamodules.preprocessing import brain_mask, percentile_scale, put_values_at, unit_scale, values_at
 from tests.conftest import ball_volume, make_volume
 

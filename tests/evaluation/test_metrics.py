@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from common.errors import InvalidInputError
 from datamodules.dataset import Subject
-from datamodules.nifti import InvalidInputError
 from evaluation.image_metrics import mean_absolute_error, mean_squared_error, psnr, ssim_map
 from evaluation.scoring import score_prediction, summarise
 from tests.conftest import ball_volume, make_volume

@@ -4,16 +4,17 @@ import json
 
 import pytest
 
+from common.files import write_rows_csv
 from datamodules.task import SynthesisTask
 from evaluation.report import (
     best_of_each_family,
     best_on_validation,
     build_report,
     collect,
-    method_label,
     write_report,
 )
-from evaluation.scoring import METRICS, summarise, write_rows_csv
+from evaluation.run_folder import method_label
+from evaluation.scoring import METRICS, summarise
 from evaluation.segmentation_metrics import SEGMENTATION_METRICS
 
 

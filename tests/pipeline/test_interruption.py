@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from datamodules.atomic import PARTIAL
+from common.files import PARTIAL
 from tests.conftest import REPOSITORY, TINY_PIX2PIX, TINY_SHAPE
 
 

@@ -259,7 +259,7 @@ def torch_has_cuda() -> bool:
 def test_lazy_subjects_read_ahead_in_order_holding_a_bounded_number():
     import threading
 
-    from pipeline.contract import LazySubjects
+    from datamodules.dataset import LazySubjects
 
     lock, loaded, yielded, most_ahead = threading.Lock(), [], [], [0]
 

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from clustering.baselines import Complementary
-from datamodules.nifti import InvalidInputError
+from common.errors import InvalidInputError
 from pipeline.contract import FORMAT, METHOD_FILE, Method
 from pipeline.registry import METHODS, SAVED_CLASS_PATHS, method_class, registered_name
 from tests.conftest import REPOSITORY

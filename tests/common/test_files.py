@@ -7,10 +7,8 @@ import matplotlib
 import numpy as np
 import pytest
 
-from datamodules.atomic import atomic_write, remove_partial_files
+from common.files import atomic_write, remove_partial_files, write_json_atomic, write_rows_csv
 from datamodules.nifti import save_volume
-from datamodules.splits import write_json_atomic
-from evaluation.scoring import write_rows_csv
 from tests.conftest import ball_volume
 
 matplotlib.use("Agg")

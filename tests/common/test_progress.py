@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from datamodules.progress import Progress, default_every, duration, track
+from common.progress import Progress, default_every, duration, track
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (7.4, "7s"), (65, "1:05"), (3723, "1:02:03")])
