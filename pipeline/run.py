@@ -197,15 +197,9 @@ def fit_methods(
             method.save(folder)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
-    """The whole experiment for a composed config; returns the summary (empty on the non-zero ranks
-    of a multi-GPU run, which only train)."""
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    run = RunFolder(run_dir)
-    if cfg.get("skip_finished") and run.finished:
-        console.print(f"{run_dir}: finished earlier ({run.summary_file.name} exists); skipped")
-        return run.read_summary()["summary"]
-    # Methods first: a value a model refuses stops the run before any data is read (or generated).
+def build_methods(cfg: DictConfig, model_name: str, console: Console) -> dict[str, Method]:
+    """The model and the baselines that can do its task, each with its settings checked (a wrong
+    Trainer, data or network option costs seconds, not a cache), before any data is read."""
     try:
         primary = build(cfg.model, "model")
     except TaskNotSupportedError as error:
@@ -225,42 +219,47 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
                 "set the task with the top-level source and target"
             )
         methods[name] = baseline
-    for name, method in methods.items():  # a wrong Trainer, data or network option costs seconds, not a cache
+    for name, method in methods.items():
         try:
             method.check_settings()
         except (ValueError, TypeError) as error:
             raise ConfigError(f"{'model' if method is primary else f'baselines.{name}'}: {error}") from None
+    return methods
+
+
+def open_data(
+    cfg: DictConfig, run: RunFolder, methods: Mapping[str, Method], console: Console
+) -> tuple[SynthesisDataset, list[str]]:
+    """The data set and the roles to predict, with every file the run will read checked from its
+    header; then (and only then: a rerun that stops on bad input loses nothing) the earlier run's
+    results cleared and the split written."""
     dataset: SynthesisDataset = build(cfg.data, "data")
-    for leftover in remove_partial_files(run_dir):
+    for leftover in remove_partial_files(run.path):
         console.print(f"removed {leftover}, left half-written by an earlier run that was killed")
     roles = roles_to_predict(dataset, cfg.get("predict_roles"))
     checked = check_before_fitting(methods, dataset, roles)
-    # Only now, with the input known to be sound: a rerun that stops on bad input loses nothing.
     if cleared := run.clear_results():
-        console.print(f"{run_dir}: replaced the earlier run's {', '.join(cleared)} (model/checkpoints kept to resume)")
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    if logger is not None:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
+        console.print(f"{run.path}: replaced the earlier run's {', '.join(cleared)} (model/checkpoints kept to resume)")
     save_split(dataset.split, run.split_file, dataset.split_seed)
     console.print(
         f"data: {dataset.root} ({dataset.layout.name}, labels {dataset.labels.name}); split: "
         + ", ".join(f"{role} {len(ids)}" for role, ids in dataset.split.items())
         + f"; {checked} files checked"
     )
-    rerun = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
-    try:
-        fit_methods(methods, dataset, run, model_name, logger)
-    except RunInterruptedError as error:
-        resume = "; ".join(filter(None, (error.resume, rerun)))
-        raise RunInterruptedError(error.received, error.checkpoint, resume) from error
-    if rank_zero_only.rank != 0:
-        return []
-    try:
-        rows = predict_and_score(methods, dataset, roles, run, cfg.evaluation.region)
-    except RunInterruptedError as error:  # the fitted models are saved: a rerun refits or resumes, then predicts
-        raise RunInterruptedError(error.received, None, f"while predicting; {rerun}") from error
+    return dataset, roles
 
+
+def write_results(
+    rows: list[dict[str, Any]],
+    methods: Mapping[str, Method],
+    model_name: str,
+    run: RunFolder,
+    title: str,
+    console: Console,
+    logger: Any,
+) -> list[dict[str, Any]]:
+    """Write ``metrics.csv`` and ``summary.json``, print the table, log the means; returns the summary."""
+    primary = methods[model_name]
     summary = summarise(rows)
     if rows:
         run.write_metrics(rows)
@@ -273,9 +272,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         console.print(
             f"[bold red]warning:[/] {name}: {count} degenerate prediction(s); see the degenerate column of metrics.csv"
         )
-    task = f", {primary.contrasts}" if isinstance(primary, SynthesisMethod) else ""
-    title = f"{model_name}{task} on {dataset.root.name} ({run_dir})"
-    table_metrics = SEGMENTATION_TABLE if methods[model_name].task == "segmentation" else None
+    table_metrics = SEGMENTATION_TABLE if primary.task == "segmentation" else None
     console.print(summary_table(summary, title=title, metrics=table_metrics, width=console.width))
     if logger is not None:
         flat = {
@@ -287,3 +284,34 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         logger.log_metrics(flat, step=0)
         logger.finalize("success")
     return summary
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict[str, Any]]:
+    """The whole experiment for a composed config; returns the summary (empty on the non-zero ranks
+    of a multi-GPU run, which only train)."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    run = RunFolder(run_dir)
+    if cfg.get("skip_finished") and run.finished:
+        console.print(f"{run_dir}: finished earlier ({run.summary_file.name} exists); skipped")
+        return run.read_summary()["summary"]
+    methods = build_methods(cfg, model_name, console)  # a value a model refuses stops the run before any data
+    dataset, roles = open_data(cfg, run, methods, console)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    if logger is not None:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    rerun = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
+    try:
+        fit_methods(methods, dataset, run, model_name, logger)
+    except RunInterruptedError as error:
+        resume = "; ".join(filter(None, (error.resume, rerun)))
+        raise RunInterruptedError(error.received, error.checkpoint, resume) from error
+    if rank_zero_only.rank != 0:
+        return []
+    try:
+        rows = predict_and_score(methods, dataset, roles, run, cfg.evaluation.region)
+    except RunInterruptedError as error:  # the fitted models are saved: a rerun refits or resumes, then predicts
+        raise RunInterruptedError(error.received, None, f"while predicting; {rerun}") from error
+    primary = methods[model_name]
+    task = f", {primary.contrasts}" if isinstance(primary, SynthesisMethod) else ""
+    title = f"{model_name}{task} on {dataset.root.name} ({run_dir})"
+    return write_results(rows, methods, model_name, run, title, console, logger)
