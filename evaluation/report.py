@@ -52,14 +52,18 @@ class Study:
         """The label shown in tables and figures: ``pix2pix #3`` for ``pix2pix (<run 3's folder>)``;
         the runs' legend (:meth:`legend`) says which folder each number is."""
         number = self.run_numbers.get(label)
-        return label if number is None else f"{family(label)} #{number}"
+        if number is None:
+            return label
+        task = f" [{self.runs[number - 1].task}]" if len(self.tasks) > 1 else ""
+        return f"{family(label)} #{number}{task}"
 
     def legend(self) -> list[list[str]]:
-        """Rows (number, run folder, model, path) of the runs whose methods are labelled by number."""
+        """Rows (number, run folder, model, task, path) of the runs whose methods are labelled by number."""
         numbered = sorted(set(self.run_numbers.values()))
         return [
-            [f"#{k}", self.runs[k - 1].name, self.runs[k - 1].model_name or "?", str(self.runs[k - 1].path)]
+            [f"#{k}", run.name, run.model_name or "?", str(run.task), str(run.path)]
             for k in numbered
+            for run in [self.runs[k - 1]]
         ]
 
     def merges(self) -> list[str]:
@@ -97,19 +101,22 @@ class Study:
 
 
 def collect(run_folders: Sequence[Path], segmentation_folders: Sequence[Path] = ()) -> Study:
-    """Read every run's ``metrics.csv`` (a baseline repeated in several runs is kept once) and every
-    ``segmentation_metrics.csv``."""
+    """Read every run's ``metrics.csv`` (a baseline repeated in several runs of one task is kept once)
+    and every ``segmentation_metrics.csv``. When the runs differ in task, each label ends with its
+    run's task: a baseline's label (``complementary [t1 -> t2]``), a run's own model where it is shown
+    (:meth:`Study.short`: ``bc #2 [t1 -> t2]``) and the runs' legend."""
     study = Study()
     study.runs = find_runs(run_folders, study.skipped)
     several = len(study.runs) > 1
+    study.tasks = list(dict.fromkeys(run.task for run in study.runs))
     seen: set[tuple[str, str, str]] = set()
     for number, run in enumerate(study.runs, start=1):
-        if (task := run.task) not in study.tasks:
-            study.tasks.append(task)
         for row in run.read_metrics():
             label = label_in_run(row["method"], run, several)
-            if label != row["method"]:
+            if label != row["method"]:  # the run's own model: shown by its number (and task, :meth:`short`)
                 study.run_numbers.setdefault(label, number)
+            elif len(study.tasks) > 1:  # a baseline of runs of different tasks: its run's task
+                label = f"{label} [{run.task}]"
             if run not in study.sources.setdefault(label, []):
                 study.sources[label].append(run)
             if (label, row["role"], row["case_id"]) in seen:
@@ -364,7 +371,7 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
             f"{len(study.runs)} runs. A run's own model is labelled by the run's number "
             f"({study.short(next(iter(study.run_numbers)))}); its folder name holds the settings it overrides:"
         )
-        document.table(["run", "folder (overrides)", "model", "path"], legend)
+        document.table(["run", "folder (overrides)", "model", "task", "path"], legend)
     else:
         document.paragraph(f"{len(study.runs)} run(s): " + ", ".join(str(run.path) for run in study.runs))
     for sentence in study.merges():

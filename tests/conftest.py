@@ -40,6 +40,20 @@ def run(script: str, *args: object, check: bool = True) -> subprocess.CompletedP
     return result
 
 
+def train_in_process(monkeypatch: pytest.MonkeyPatch, *args: object) -> int | str | None:
+    """``train.py``'s main with ``args``, in this process: what the script does, without the cost of
+    a new interpreter importing torch (Hydra's config folder given as an absolute path, since
+    ``train`` is imported here, not run as ``__main__``). Returns the exit status (0 when it returns)."""
+    import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--config-path", str(REPOSITORY / "conf"), *map(str, args)])
+    try:
+        train.main()
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
 def make_volume(data: np.ndarray, spacing: float = 1.0) -> Volume:
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = [-10.0, 20.0, 5.0]

@@ -89,8 +89,18 @@ def test_the_report_names_the_task_of_its_runs(tmp_path):
     assert study.title == "t1+t1ce+flair -> t2" and study.target == "t2"
     markdown, _ = write_report(build_report(study, tmp_path / "report"), tmp_path / "report")
     assert markdown.read_text().startswith("# MRI contrast synthesis: t1+t1ce+flair → t2 study report")
-    fake_run(tmp_path / "runs" / "b", "bc", {"bc": [0.1, 0.2]})  # an older run: T1 -> T2
-    assert collect([tmp_path / "runs"]).title == "t1+t1ce+flair -> t2; t1 -> t2"
+    fake_run(tmp_path / "runs" / "b", "bc", {"bc": [0.1, 0.3], "complementary": [0.2, 0.2]})  # older: T1 -> T2
+    both = collect([tmp_path / "runs"])
+    assert both.title == "t1+t1ce+flair -> t2; t1 -> t2"
+    assert both.methods == ["bc (a)", "bc (b)", "complementary [t1 -> t2]"]
+    assert [both.short(label) for label in both.methods] == [
+        "bc #1 [t1+t1ce+flair -> t2]",
+        "bc #2 [t1 -> t2]",
+        "complementary [t1 -> t2]",
+    ]
+    markdown, _ = write_report(build_report(both, tmp_path / "both"), tmp_path / "both")
+    text = markdown.read_text()
+    assert "| #1 | a | bc | t1+t1ce+flair -> t2 |" in text and "| bc #2 [t1 -> t2] | 2 |" in text
 
 
 def test_one_table_says_which_way_each_metric_is_better():

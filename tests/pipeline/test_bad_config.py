@@ -3,7 +3,7 @@ path or the setting, exit status 2, and no run folder left behind."""
 
 import pytest
 
-from tests.conftest import run
+from tests.conftest import run, train_in_process
 
 
 @pytest.mark.parametrize(
@@ -25,15 +25,28 @@ from tests.conftest import run
         ),
     ],
 )
-def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, overrides, message):
+def test_bad_data_root_or_model_value_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, overrides, message):
+    """In this process (train.py's main, as the script runs it); the subprocess test below checks
+    that the status and the line reach the shell."""
     paths = {"missing": tmp_path / "nowhere", "empty": tmp_path / "empty"}
     paths["empty"].mkdir()
     run_dir = tmp_path / "run"
     arguments = [o.format(**paths) for o in overrides]
-    result = run("train.py", *arguments, f"hydra.run.dir={run_dir}", check=False)
+    status = train_in_process(monkeypatch, *arguments, f"hydra.run.dir={run_dir}")
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(**paths)), stderr
+    assert not run_dir.exists()
+
+
+def test_a_bad_value_reaches_the_shell_as_one_line_and_exit_2(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run("train.py", "model.gan_mode=wasserstein", f"hydra.run.dir={run_dir}", check=False)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message.format(**paths)), result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: model: gan_mode must be one of ('vanilla', 'lsgan', 'hinge'), got 'wasserstein'"
+    ]
     assert not run_dir.exists()
 
 
