@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,11 @@ from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import from_network_scale, network_inputs
 from datamodules.preprocessing import median_per_axial_slice
+from evaluation.run_folder import RunFolder
 from lightning_modules.inference import synthesise
 from lightning_modules.pix2pix import Pix2Pix
 from lightning_modules.training import LightningMethod, build_network, load_weights, plain, weights_as_arrays
-from pipeline.contract import FitContext, SynthesisMethod
+from pipeline.contract import FitContext, SynthesisMethod, load_from_run
 
 
 class Pix2PixMethod(LightningMethod, SynthesisMethod):
@@ -49,6 +51,10 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
             standardisation's scale), the discriminator judging (sources..., target).
         standardisation: how the sources are scaled (:mod:`datamodules.standardisation`); the target
             is on its brain percentile scale.
+        init_from: a Pix2Pix run (or its model folder) whose weights training starts from: its saved
+            generator, and its discriminator from the run's last checkpoint when it has one (else a
+            new one). The networks must have the same shapes (generator, size, number of sources).
+            A rerun that resumes from its own checkpoint ignores it.
         fused_adam, channels_last, compile: training speed only (the same losses to rounding), see
             :class:`lightning_modules.pix2pix.Pix2Pix`; ``None``: on a GPU.
     """
@@ -80,8 +86,10 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         channels_last: bool | None = False,
         compile: bool | str = False,
         standardisation: str | None = "percentile",
+        init_from: str | None = None,
     ) -> None:
         super().__init__(source, target, standardisation)
+        self.init_from = None if init_from is None else str(init_from)
         self.fused_adam, self.channels_last, self.compile = fused_adam, channels_last, compile
         self.generator = plain(generator)
         self.discriminator = plain(discriminator)
@@ -113,6 +121,52 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
     @property
     def iterations(self) -> int:
         return self.constant_iterations + self.decay_iterations
+
+    def check_networks(self) -> None:
+        super().check_networks()
+        if self.init_from is not None:
+            self.weights_to_start_from()
+
+    def weights_to_start_from(self) -> dict[str, dict[str, torch.Tensor]]:
+        """``init_from``'s weights by network (generator; discriminator when its run has a checkpoint),
+        checked to fit this method's networks.
+
+        Raises:
+            InvalidInputError: ``init_from`` holds no saved model.
+            ValueError: it is not a Pix2Pix, or a network's parameters have other names or shapes.
+        """
+        folder = Path(self.init_from)
+        source = load_from_run(folder, SynthesisMethod)
+        if not isinstance(source, Pix2PixMethod):
+            raise ValueError(f"init_from: {folder} holds a {type(source).__name__}, not a Pix2Pix")
+        weights = {"generator": source.generator_.state_dict()}
+        checkpoints = [f / "checkpoints" / "last.ckpt" for f in (folder, RunFolder(folder).model)]
+        if checkpoint := next((path for path in checkpoints if path.is_file()), None):
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+            weights["discriminator"] = {
+                name.removeprefix("discriminator."): value
+                for name, value in state.items()
+                if name.startswith("discriminator.")
+            }
+        for network, theirs in weights.items():
+            ours = {name: tuple(value.shape) for name, value in self.build(network).state_dict().items()}
+            found = {name: tuple(value.shape) for name, value in theirs.items()}
+            if found != ours:
+                name = next(iter(sorted(set(ours) ^ set(found)) or [n for n in ours if ours[n] != found[n]]))
+                raise ValueError(
+                    f"init_from: {folder}: its {network} does not fit this one ({network}.{name}: "
+                    f"{found.get(name, 'absent')} there, {ours.get(name, 'absent')} here); the networks, their "
+                    "sizes and the number of sources must be the same"
+                )
+        return weights
+
+    def initial_system(self) -> Pix2Pix:
+        """A new system (:meth:`system`) that starts from ``init_from``'s weights when it is set."""
+        system = self.system()
+        if self.init_from is not None:
+            for network, weights in self.weights_to_start_from().items():
+                getattr(system, network).load_state_dict(weights)
+        return system
 
     # -- training --------------------------------------------------------------------------------
 

@@ -68,6 +68,10 @@ class LightningMethod:
     def system(self) -> pl.LightningModule:
         raise NotImplementedError
 
+    def initial_system(self) -> pl.LightningModule:
+        """The system training starts from: a new :meth:`system`, unless a subclass starts from weights."""
+        return self.system()
+
     def store_lightning_settings(
         self,
         data: Mapping[str, Any] | None,
@@ -126,7 +130,7 @@ class LightningMethod:
         workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / type(self).__name__.lower()
         data = prepare_data(training, validation, workdir, self.data, self.spatial_dims, inputs, purpose)
         return train(
-            self.system,
+            self.initial_system,
             data,
             workdir,
             self.trainer,

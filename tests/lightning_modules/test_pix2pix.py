@@ -253,3 +253,45 @@ def test_masked_losses_are_zero_on_an_empty_mask_and_keep_the_graph():
     empty = masked_mse(output, target, torch.zeros(2, 2, dtype=torch.bool))
     empty.backward()
     assert float(empty) == 0 and output.grad is not None and float(output.grad.abs().sum()) == 0
+
+
+def test_training_starts_from_another_runs_generator_and_discriminator(tmp_path):
+    """init_from: the saved generator, and the discriminator of the run's last checkpoint."""
+    torch.manual_seed(1)
+    earlier = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR))
+    folder = earlier.save(tmp_path / "earlier")
+    discriminator = earlier.build("discriminator")
+    (folder / "checkpoints").mkdir()
+    state = {f"discriminator.{name}": value for name, value in discriminator.state_dict().items()}
+    torch.save({"state_dict": state}, folder / "checkpoints" / "last.ckpt")
+    method = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, init_from=str(folder))
+    method.check_settings()
+    system = method.initial_system()
+    for name, value in earlier.generator_.state_dict().items():
+        torch.testing.assert_close(system.generator.state_dict()[name], value)
+    for name, value in discriminator.state_dict().items():
+        torch.testing.assert_close(system.discriminator.state_dict()[name], value)
+    fresh = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR).initial_system()
+    assert not torch.equal(
+        fresh.generator.state_dict()["encoder.0.weight"], system.generator.state_dict()["encoder.0.weight"]
+    )
+
+
+def test_init_from_a_run_whose_networks_do_not_fit_is_refused_naming_it(tmp_path):
+    from clustering.baselines import Complementary
+    from datamodules.nifti import InvalidInputError
+
+    folder = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR)).save(tmp_path / "earlier")
+    wider = {**SMALL_UNET, "base_filters": 8}
+    with pytest.raises(ValueError, match=r"init_from: .*earlier: its generator does not fit this one \(generator\."):
+        Pix2PixMethod(wider, SMALL_DISCRIMINATOR, init_from=str(folder)).check_settings()
+    three_sources = Pix2PixMethod(
+        SMALL_UNET, SMALL_DISCRIMINATOR, source=["t1", "t1ce", "flair"], init_from=str(folder)
+    )
+    with pytest.raises(ValueError, match="its generator does not fit"):
+        three_sources.check_settings()
+    other = Complementary().fit([]).save(tmp_path / "complementary")
+    with pytest.raises(ValueError, match="holds a Complementary, not a Pix2Pix"):
+        Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, init_from=str(other)).check_settings()
+    with pytest.raises(InvalidInputError, match="not a run directory or model folder"):
+        Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, init_from=str(tmp_path / "nowhere")).check_settings()
