@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -224,6 +224,66 @@ def flip_transform(flip: Flip) -> tio.Transform | None:
     return tio.RandomFlip(axes=axes, flip_probability=1.0, p=0.5)
 
 
+#: ``augmentation`` keys: TorchIO's transform for each, with the ranges it draws from. ``affine`` moves
+#: every channel together (images linearly, masks by nearest neighbour); the others change the
+#: network's inputs only (:class:`OnUnitScaleInBrain`).
+AUGMENTATIONS: dict[str, Callable[[], tio.Transform]] = {
+    "affine": lambda: tio.RandomAffine(scales=(0.9, 1.1), degrees=10, translation=0),
+    "bias_field": lambda: tio.RandomBiasField(coefficients=0.3),
+    "gamma": lambda: tio.RandomGamma(log_gamma=(-0.3, 0.3)),
+    "noise": lambda: tio.RandomNoise(std=(0, 0.03)),
+}
+SPATIAL_AUGMENTATIONS = ("affine",)
+
+
+def check_augmentation(augmentation: Mapping[str, float]) -> None:
+    """Raises ValueError for an unknown key or a probability outside [0, 1]."""
+    for name, probability in augmentation.items():
+        check_choice("augmentation", name, AUGMENTATIONS)
+        if not 0 <= probability <= 1:
+            raise ValueError(f"augmentation.{name} is a probability, got {probability}")
+
+
+class OnUnitScaleInBrain(tio.Transform):
+    """An intensity transform applied to the ``channels`` as to a scan: on their [0, 1] scale (the
+    network's [-1, 1] mapped back), then clipped, mapped to [-1, 1] again and -1 restored outside the
+    ``brain`` mask, so that a bias field or a gamma acts on intensities and noise stays in the brain."""
+
+    def __init__(self, transform: tio.Transform, channels: Sequence[str]) -> None:
+        super().__init__()
+        self.transform, self.channels = transform, list(channels)
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        for name in self.channels:
+            subject[name].set_data((subject[name].data + 1) / 2)
+        subject = self.transform(subject)
+        brain = subject["brain"].data.bool()
+        for name in self.channels:
+            scaled = subject[name].data.clamp(0, 1) * 2 - 1
+            subject[name].set_data(torch.where(brain, scaled, torch.tensor(-1.0)))
+        return subject
+
+
+def training_transform(
+    flip: Flip, augmentation: Mapping[str, float], intensity_channels: Sequence[str]
+) -> tio.Transform | None:
+    """The flips (:func:`flip_transform`), then each augmentation with its probability (spatial ones
+    first); None when there is nothing to do."""
+    transforms = [flip_transform(flip)]
+    spatial = [name for name in augmentation if name in SPATIAL_AUGMENTATIONS]
+    intensity = [name for name in augmentation if name not in SPATIAL_AUGMENTATIONS]
+    for name in spatial:
+        if augmentation[name] > 0:
+            transforms.append(tio.OneOf({AUGMENTATIONS[name](): 1.0}, p=augmentation[name]))
+    for name in intensity:
+        if augmentation[name] > 0:
+            inner = AUGMENTATIONS[name]()
+            inner.include = list(intensity_channels)
+            transforms.append(tio.OneOf({OnUnitScaleInBrain(inner, intensity_channels): 1.0}, p=augmentation[name]))
+    transforms = [t for t in transforms if t is not None]
+    return tio.Compose(transforms) if transforms else None
+
+
 def as_kind(data: torch.Tensor, kind: str) -> torch.Tensor:
     return {IMAGE: data.float, MASK: data.bool, LABEL: data.long}[kind]()
 
@@ -272,6 +332,9 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: patches per training step.
         num_workers: processes loading volumes for the queue.
         flip: augmentation, see :func:`flip_transform`.
+        augmentation: probability of each of :data:`AUGMENTATIONS` per loaded volume (missing or 0: off).
+        intensity_channels: the image channels intensity augmentations change (the network's inputs);
+            None: every image channel.
     """
 
     def __init__(
@@ -285,9 +348,14 @@ class PatchDataModule(pl.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 2,
         flip: Flip = "lr_ap",
+        augmentation: Mapping[str, float] | None = None,
+        intensity_channels: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_choice("flip", flip, FLIPS)
+        self.augmentation = dict(augmentation or {})
+        check_augmentation(self.augmentation)
+        self.intensity_channels = None if intensity_channels is None else list(intensity_channels)
         if len(patch_size) != 3:
             raise ValueError(f"patch_size must have 3 entries (x, y, z), got {list(patch_size)}")
         self.training = list(training)
@@ -301,10 +369,14 @@ class PatchDataModule(pl.LightningDataModule):
         self.flip = flip
         self.subject_sampler: DistributedSampler | None = None
 
+    def transform(self) -> tio.Transform | None:
+        """What each loaded training volume goes through before its patches are drawn."""
+        images = [channel for channel, kind in self.training[0].kinds.items() if kind == IMAGE]
+        channels = images if self.intensity_channels is None else self.intensity_channels
+        return training_transform(self.flip, self.augmentation, channels)
+
     def train_dataloader(self) -> DataLoader:
-        subjects = tio.SubjectsDataset(
-            [torchio_subject(case) for case in self.training], transform=flip_transform(self.flip)
-        )
+        subjects = tio.SubjectsDataset([torchio_subject(case) for case in self.training], transform=self.transform())
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         # Under DDP each rank loads its own share of the volumes (Lightning's sampler injection is
         # off for this loader: the queue, not the loader, decides what is loaded).

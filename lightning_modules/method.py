@@ -38,7 +38,8 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         lambda_l1, gamma_tumour, gan_mode, tumour_loss, learning_rate, betas: see ``Pix2Pix``.
         constant_iterations, decay_iterations: training length, in iterations (batches).
         data: :class:`datamodules.patches.PatchDataModule` arguments (``patch_size``,
-            ``samples_per_volume``, ``queue_length``, ``batch_size``, ``num_workers``, ``flip``) and
+            ``samples_per_volume``, ``queue_length``, ``batch_size``, ``num_workers``, ``flip``,
+            ``augmentation``: intensity ones change the sources only) and
             ``cache_dir`` (null: a ``cache/`` folder in the run, removed after training; a path:
             a cache shared by runs, kept).
         trainer: ``pytorch_lightning.Trainer`` arguments (accelerator, devices, strategy,
@@ -195,7 +196,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
     def _fit(self, subjects: Sequence[Subject], context: FitContext) -> None:
         inputs = functools.partial(network_inputs, contrasts=self.training_modalities, scaled=self.scaled)
         purpose = f"pix2pix {self.contrasts} {self.scales.fingerprint()}"  # a cache entry per standardisation
-        system = self.train_system(subjects, context.validation, context, inputs, purpose)
+        system = self.train_system(subjects, context.validation, context, inputs, purpose, self.source)
         self.generator_: torch.nn.Module = system.generator.cpu()
 
     # -- inference -------------------------------------------------------------------------------

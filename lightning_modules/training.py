@@ -124,11 +124,14 @@ class LightningMethod:
         context: FitContext,
         inputs: Inputs,
         purpose: str,
+        intensity_channels: Sequence[str] | None = None,
     ) -> pl.LightningModule:
         """Cache the subjects' network inputs and train a new :meth:`system` on them (:func:`train`),
-        in ``context.workdir`` (default: a folder named after the class in the current directory)."""
+        in ``context.workdir`` (default: a folder named after the class in the current directory);
+        intensity augmentations change ``intensity_channels`` only (None: every image channel)."""
         workdir = Path(context.workdir) if context.workdir is not None else Path.cwd() / type(self).__name__.lower()
-        data = prepare_data(training, validation, workdir, self.data, self.spatial_dims, inputs, purpose)
+        options = {**self.data, "intensity_channels": intensity_channels}
+        data = prepare_data(training, validation, workdir, options, self.spatial_dims, inputs, purpose)
         return train(
             self.initial_system,
             data,

@@ -7,7 +7,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.dataset import Subject
-from datamodules.patches import PatchDataModule, cache_case, from_network_scale, network_inputs, to_network_scale
+from datamodules.patches import (
+    PatchDataModule,
+    cache_case,
+    from_network_scale,
+    network_inputs,
+    to_network_scale,
+    torchio_subject,
+)
 from lightning_modules.inference import InferenceSettings, synthesise
 from lightning_modules.losses import masked_l1, masked_mse
 from lightning_modules.method import Pix2PixMethod
@@ -295,3 +302,50 @@ def test_init_from_a_run_whose_networks_do_not_fit_is_refused_naming_it(tmp_path
         Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, init_from=str(other)).check_settings()
     with pytest.raises(InvalidInputError, match="not a run directory or model folder"):
         Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, init_from=str(tmp_path / "nowhere")).check_settings()
+
+
+def augmented_subject(cached, augmentation, seed=0):
+    """One training volume as the queue gets it, with ``augmentation`` certain (probability 1)."""
+    datamodule = PatchDataModule([cached], patch_size=(8, 8, 8), flip="none", augmentation=augmentation,
+                                 intensity_channels=["t1"])  # fmt: skip
+    torch.manual_seed(seed)
+    return datamodule.transform()(torchio_subject(cached))
+
+
+@pytest.mark.parametrize("name", ["bias_field", "gamma", "noise"])
+def test_an_intensity_augmentation_changes_the_sources_inside_the_brain_only(tmp_path, name):
+    cached = cache_case(head_subject(), tmp_path)
+    original = torchio_subject(cached)
+    augmented = augmented_subject(cached, {name: 1.0})
+    brain = original["brain"].data.bool()
+    t1, before = augmented["t1"].data, original["t1"].data
+    assert not torch.allclose(t1[brain], before[brain])
+    assert (t1[~brain] == -1).all() and t1.min() >= -1 and t1.max() <= 1
+    torch.testing.assert_close(augmented["t2"].data, original["t2"].data)  # the target is untouched
+    torch.testing.assert_close(augmented["brain"].data, original["brain"].data)
+
+
+def test_an_affine_moves_sources_target_and_masks_together(tmp_path):
+    cached = cache_case(head_subject(), tmp_path)
+    original = torchio_subject(cached)
+    augmented = augmented_subject(cached, {"affine": 1.0})
+    assert not torch.equal(augmented["brain"].data, original["brain"].data)
+    assert set(torch.unique(augmented["brain"].data).tolist()) <= {0, 1}  # masks stay masks
+    moved, before = augmented["brain"].data.bool(), original["brain"].data.bool()
+
+    def dice(image, mask):
+        foreground = image > -0.99
+        return float(2 * (foreground & mask).sum() / (foreground.sum() + mask.sum()))
+
+    for channel in ("t1", "t2"):  # both images moved with the mask: their foreground is where it went
+        image = augmented[channel].data
+        assert dice(image, moved) > 0.9 and dice(image, moved) > dice(image, before) + 0.03
+    again = augmented_subject(cached, {"affine": 1.0})
+    torch.testing.assert_close(again["t2"].data, augmented["t2"].data)  # seeded: the same draw
+
+
+def test_an_unknown_augmentation_or_a_probability_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        PatchDataModule([], augmentation={"elastic": 0.5})
+    with pytest.raises(ValueError, match=r"augmentation\.gamma is a probability, got 2"):
+        PatchDataModule([], augmentation={"gamma": 2})
