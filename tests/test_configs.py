@@ -105,3 +105,18 @@ def test_the_debug_config_keeps_its_short_training_under_an_experiment():
     assert cfg.model.constant_iterations == 500  # the experiment's own settings stay
     assert OmegaConf.to_container(cfg.hydra.run)["dir"].startswith("outputs/debug/") and not cfg.logger
     assert cfg.data.n_subjects == 6
+
+
+@pytest.mark.slow  # the paper's networks are built: 14 s for all
+@pytest.mark.parametrize("experiment", sorted(path.stem for path in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_builds_its_model_and_checks_its_settings(experiment):
+    """Each experiment composes and its model is built and checked as train.py does before any data
+    is read (networks, Trainer and data options), for the task it is meant for."""
+    cfg = composed_experiment(experiment)
+    method = instantiate(cfg.model)
+    method.check_settings()
+
+
+def composed_experiment(experiment: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"+experiment={experiment}", "data=brats", "data.root=/unused"])
