@@ -65,11 +65,12 @@ WINS = ("pct_mse_brain", "ssim_healthy")
 GALLERY_CASES = 3
 
 
-def build(name: str, task: SynthesisTask) -> SynthesisMethod | None:
-    """The method ``name`` (``<method>`` or ``<method>[<standardisation>]``) for ``task``, or None
-    (with a line) when it cannot do the task."""
+def build(name: str, task: SynthesisTask, extra: Sequence[str] = ()) -> SynthesisMethod | None:
+    """The method ``name`` (``<method>`` or ``<method>[<standardisation>]``) for ``task`` with the
+    Hydra overrides ``extra``, or None (with a line) when it cannot do the task."""
     method, _, kind = name.removesuffix("]").partition("[")
     config, overrides = METHODS[method]
+    overrides = (*overrides, *extra)
     if kind:
         overrides = (*overrides, f"standardisation={kind}")
     sources = "[" + ",".join(task.sources) + "]"
@@ -114,17 +115,19 @@ def run_task(
     workdir: Path,
     folds: Sequence[int] = range(FOLDS),
     phantom: Sequence[Subject] = (),
+    overrides: Sequence[str] = (),
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Every method's rows and outputs over the ``folds`` (and, with ``phantom`` training subjects, each
     learning method once more, fitted on them alone and labelled ``<name>@phantom``); a method that
-    keeps files while it fits (Pix2Pix's checkpoints) keeps them under ``workdir``."""
+    keeps files while it fits (Pix2Pix's checkpoints) keeps them under ``workdir``; ``overrides``: Hydra
+    overrides for every method."""
     rows, outputs = [], {}
     plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development))) if k in folds]
     if extra:
         plans.append(("extra", list(extra)))
     everything = {**development, **extra}
     for name in names:
-        probe = build(name, task)
+        probe = build(name, task, overrides)
         if probe is None:
             continue
         started = time.perf_counter()
@@ -132,7 +135,7 @@ def run_task(
         if phantom and probe.learns:
             runs.append(("phantom", list(phantom), list(everything)))
         for fold, training, held_out in runs:
-            method = build(name, task)
+            method = build(name, task, overrides)
             method.fit(training, FitContext(workdir=workdir / f"{name}-{fold}"))
             label = f"{name}@phantom" if fold == "phantom" else name
             fold_rows, fold_outputs = scored_rows(method, label, [everything[c] for c in held_out], task, fold)
@@ -233,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(KINDS)})",
     )
     parser.add_argument(
+        "--overrides", nargs="+", default=[], help="Hydra overrides for every method, e.g. model.decay_iterations=3000"
+    )
+    parser.add_argument(
         "--folds", nargs="+", type=int, default=list(range(FOLDS)), help="the folds to predict (default: all five)"
     )
     parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset = phantom_dataset()
             phantom = [dataset.load(case, task.modalities) for case in dataset.cases_in("train")]
         work = args.output / "work" / "+".join(task.sources)
-        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, phantom)
+        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, phantom, args.overrides)
         all_rows += rows
         print(table(rows, task) + "\n", flush=True)
         held_out = {case_id: development[case_id] for case_id in folds_of(list(development))[args.folds[0]]}
