@@ -50,6 +50,19 @@ def degeneracy(prediction: np.ndarray, brain: np.ndarray) -> str:
     return ""
 
 
+def check_same_grid(prediction: Volume, real: Volume, shown: str, case_id: str) -> None:
+    """Raises InvalidInputError naming the prediction's file when its shape or affine is not the real
+    volume's (``shown``: how the message names the real one)."""
+    if prediction.shape != real.shape:
+        raise InvalidInputError(
+            prediction.name, f"shape {prediction.shape} differs from {shown}'s {real.shape} (case {case_id})"
+        )
+    if not np.allclose(prediction.affine, real.affine, atol=1e-3):
+        ours, theirs = (np.array2string(a[:3], precision=3, separator=",") for a in (prediction.affine, real.affine))
+        message = f"affine {ours} differs from {shown}'s {theirs} (case {case_id})"
+        raise InvalidInputError(prediction.name, message.replace("\n", ""))
+
+
 def score_prediction(
     prediction: Volume, subject: Subject, target: str = "t2", region: str = "brain"
 ) -> dict[str, float | None]:
@@ -71,22 +84,10 @@ def score_prediction(
     ``scaled_mse`` min-maxes both images; ``pct_mse`` (primary) clips both to their own 0.5/99.5
     brain percentiles first. MAE, PSNR and SSIM use the percentile scale with data range 1.
     """
-    real_volume, shown = subject.get(target), target.upper()
+    real_volume = subject.get(target)
     if real_volume is None:
-        raise ValueError(f"case {subject.case_id}: no real {shown} to score against")
-    if prediction.shape != real_volume.shape:
-        raise InvalidInputError(
-            prediction.name,
-            f"shape {prediction.shape} differs from the real {shown}'s {real_volume.shape} (case {subject.case_id})",
-        )
-    if not np.allclose(prediction.affine, real_volume.affine, atol=1e-3):
-        ours, theirs = (
-            np.array2string(a[:3], precision=3, separator=",") for a in (prediction.affine, real_volume.affine)
-        )
-        raise InvalidInputError(
-            prediction.name,
-            f"affine {ours} differs from the real {shown}'s {theirs} (case {subject.case_id})".replace("\n", ""),
-        )
+        raise ValueError(f"case {subject.case_id}: no real {target.upper()} to score against")
+    check_same_grid(prediction, real_volume, f"the real {target.upper()}", subject.case_id)
     check_choice("region", region, REGIONS)
     brain = subject.brain
     if region == "union":
