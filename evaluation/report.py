@@ -363,8 +363,27 @@ class Document:
 
 def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | None = None) -> Document:
     """Tables, figures and the best model per metric; figures are written under ``output/figures``."""
-    target = study.target.upper()
     document = Document(f"MRI contrast synthesis: {study.title.replace('->', '→')} study report")
+    figures = output / "figures"
+    add_runs(document, study)
+    add_image_metrics(document, study, figures)
+    if study.segmentation_rows:
+        add_segmentation_metrics(document, study, figures)
+    if gallery_volumes:
+        synthetic = {study.short(name): volume for name, volume in gallery_volumes["synthetic"].items()}
+        volumes = gallery_volumes | {"synthetic": synthetic}
+        path = gallery(**volumes, path=figures / "gallery.png", target=study.target)
+        target = study.target.upper()
+        document.image(
+            path,
+            f"Mid-slices: the sources, real {target} and each family's best {target}, tumour outlined "
+            "(the paper's Figure 4)",
+        )
+    return document
+
+
+def add_runs(document: Document, study: Study) -> None:
+    """Which runs the report reads (their legend when they are numbered), what it merged and left out."""
     legend = study.legend()
     if legend:
         document.paragraph(
@@ -378,6 +397,10 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
         document.paragraph("Merged: " + sentence)
     for sentence in study.skipped:
         document.paragraph("Not read: " + sentence)
+
+
+def add_image_metrics(document: Document, study: Study, figures: Path) -> None:
+    """The image metrics per role, the best model per metric, and the paper's Figure 6."""
     image_summary = summarise(study.image_rows, metrics=list(METRICS))
     for role in roles_in(study.image_rows):
         document.heading(f"Image metrics, {role} (mean ± sd over cases)")
@@ -387,47 +410,38 @@ def build_report(study: Study, output: Path, gallery_volumes: dict[str, Any] | N
     choices = best_on_validation(image_summary, METRICS)
     if choices:
         document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
-    figures = output / "figures"
     test_role = "test" if "test" in roles_in(study.image_rows) else roles_in(study.image_rows)[0]
     shown = [{**row, "method": study.short(row["method"])} for row in study.image_rows]
     plot = box_plots(shown, ("pct_mse_brain", "pct_mse_tumour"), test_role, figures / "mse.png", "MSE")
     if plot:
         document.image(plot, f"MSE in the brain and in the tumour per method ({test_role}; the paper's Figure 6)")
 
-    if study.segmentation_rows:
-        segmentation_summary = summarise(study.segmentation_rows, metrics=[*SEGMENTATION_METRICS, "dice_change_mean"])
-        for role in roles_in(study.segmentation_rows):
-            document.heading(f"Segmentation with each {target}, {role} (mean ± sd over cases)")
-            document.paragraph(
-                f"Dice and HD95 (mm) per region; dice_change_mean is the change against the real-{target} "
-                f"segmentation (the paper's Table 2; for cases without ground truth the real-{target} "
-                "segmentation is the reference)."
-            )
-            document.table(
-                ["method", "n", *SEGMENTATION_REPORTED],
-                shortened(summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED), study),
-            )
-        document.heading("Best model per segmentation metric")
-        document.paragraph(selection_note(segmentation_summary))
-        choices = best_on_validation(segmentation_summary, ("dice_mean", "hd95_mean"))
-        if choices:
-            document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
-        role = "test" if "test" in roles_in(study.segmentation_rows) else roles_in(study.segmentation_rows)[0]
-        shown = [{**row, "method": study.short(row["method"])} for row in study.segmentation_rows]
-        plot = box_plots(shown, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation")
-        if plot:
-            document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
 
-    if gallery_volumes:
-        synthetic = {study.short(name): volume for name, volume in gallery_volumes["synthetic"].items()}
-        volumes = gallery_volumes | {"synthetic": synthetic}
-        path = gallery(**volumes, path=figures / "gallery.png", target=study.target)
-        document.image(
-            path,
-            f"Mid-slices: the sources, real {target} and each family's best {target}, tumour outlined "
-            "(the paper's Figure 4)",
+def add_segmentation_metrics(document: Document, study: Study, figures: Path) -> None:
+    """The segmentation metrics per role, the best model per metric, and the paper's Figure 7."""
+    target = study.target.upper()
+    segmentation_summary = summarise(study.segmentation_rows, metrics=[*SEGMENTATION_METRICS, "dice_change_mean"])
+    for role in roles_in(study.segmentation_rows):
+        document.heading(f"Segmentation with each {target}, {role} (mean ± sd over cases)")
+        document.paragraph(
+            f"Dice and HD95 (mm) per region; dice_change_mean is the change against the real-{target} "
+            f"segmentation (the paper's Table 2; for cases without ground truth the real-{target} "
+            "segmentation is the reference)."
         )
-    return document
+        document.table(
+            ["method", "n", *SEGMENTATION_REPORTED],
+            shortened(summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED), study),
+        )
+    document.heading("Best model per segmentation metric")
+    document.paragraph(selection_note(segmentation_summary))
+    choices = best_on_validation(segmentation_summary, ("dice_mean", "hd95_mean"))
+    if choices:
+        document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
+    role = "test" if "test" in roles_in(study.segmentation_rows) else roles_in(study.segmentation_rows)[0]
+    shown = [{**row, "method": study.short(row["method"])} for row in study.segmentation_rows]
+    plot = box_plots(shown, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation")
+    if plot:
+        document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
 
 
 def shortened(rows: list[list[str]], study: Study, column: int = 0) -> list[list[str]]:
