@@ -116,8 +116,14 @@ class PaperSetting:
         """One training patient's single-source rows (training steps 1-3) from the values of its
         training voxels, with the primary source's clustering they came from."""
         clustering = leveled_clustering(primary, macro, micro, primary_keys)
+        return clustering, self.rows(clustering, target, macro, micro, target_keys)
+
+    def rows(
+        self, clustering: LeveledClustering, target: np.ndarray, macro: int, micro: int, target_keys: np.ndarray | None
+    ) -> TableRows:
+        """The rows from the primary's clustering: its shades matched one to one to the target's."""
         target_clustering = leveled_clustering(target, macro, micro, target_keys)
-        return clustering, matched_rows(clustering, target_clustering, macro, micro, self.skip_disjoint)
+        return matched_rows(clustering, target_clustering, macro, micro, self.skip_disjoint)
 
 
 class QuantileSetting(PaperSetting):
@@ -132,17 +138,11 @@ class QuantileSetting(PaperSetting):
     standardisation = "zscore"
     target_scale = staticmethod(percentile_scale_values)
 
-    def patient_rows(
-        self,
-        primary: np.ndarray,
-        target: np.ndarray,
-        macro: int,
-        micro: int,
-        primary_keys: np.ndarray | None,
-        target_keys: np.ndarray | None,
-    ) -> tuple[LeveledClustering, TableRows]:
-        clustering = leveled_clustering(primary, macro, micro, primary_keys)
-        return clustering, shade_mean_rows(clustering, target.astype(np.float64), macro, micro)
+    def rows(
+        self, clustering: LeveledClustering, target: np.ndarray, macro: int, micro: int, target_keys: np.ndarray | None
+    ) -> TableRows:
+        """The rows from the primary's clustering: each shade's mean target (:func:`shade_mean_rows`)."""
+        return shade_mean_rows(clustering, target.astype(np.float64), macro, micro)
 
 
 def target_quantiles(prepared: Prepared) -> np.ndarray:
