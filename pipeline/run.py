@@ -295,12 +295,12 @@ def run_experiment(cfg: DictConfig, run_dir: Path, model_name: str) -> list[dict
         console.print(f"{run_dir}: finished earlier ({run.summary_file.name} exists); skipped")
         return run.read_summary()["summary"]
     methods = build_methods(cfg, model_name, console)  # a value a model refuses stops the run before any data
-    dataset, roles = open_data(cfg, run, methods, console)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    if logger is not None:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     rerun = f"rerun the same command into {run_dir} (hydra.run.dir, or the same sweep folder) to resume"
-    try:
+    try:  # from the first file read to the last model saved, an interruption says how to resume
+        dataset, roles = open_data(cfg, run, methods, console)
+        logger = instantiate(cfg.logger) if cfg.get("logger") else None
+        if logger is not None:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         fit_methods(methods, dataset, run, model_name, logger)
     except RunInterruptedError as error:
         resume = "; ".join(filter(None, (error.resume, rerun)))
