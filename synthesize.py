@@ -2,9 +2,15 @@
 the sources the run was trained on (a BraTS case missing its T2 still has T1, T1CE and FLAIR).
 
     python synthesize.py RUN INPUT [OUTPUT]
+    python synthesize.py phantom[:MODEL] INPUT [OUTPUT] [--source t1 t1ce flair] [--target t2]
 
 RUN is a run directory (its ``model/`` is used) or a saved model folder; its task (sources ->
-target) is the one it was trained for. INPUT is
+target) is the one it was trained for. Or RUN is a model that needs no training data: ``phantom``
+(BrainClustering, T2 from T1) or ``phantom:<model>`` (brainclustering, intensity_lookup, pix2pix),
+for the task ``--source``/``--target`` give; it is fitted on the embedded phantom on first use (a few
+minutes; Pix2Pix about 15), kept in ``$MRI_SYNTHESIS_CACHE`` (default ``~/.cache/mri-synthesis``)
+with its provenance and reused after (``pipeline/phantom_model.py``; write ``./phantom`` for a
+folder of that name). INPUT is
 
 - a data set root in a known layout (every case), or one case's folder of such a data set
   (``.../BraTS-GLI-00001-000/``): each case's sources are read by the layout's names, and the target
@@ -27,7 +33,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import InvalidInputError
+from common.errors import ConfigError, InvalidInputError
 from common.progress import track
 from datamodules.dataset import Subject
 from datamodules.layouts import Case, find_case_folder, find_layout
@@ -35,6 +41,7 @@ from datamodules.nifti import check_same_geometry, is_nifti, load_volume, save_v
 from datamodules.task import SynthesisTask
 from pipeline.cli import EXIT_BAD_INPUT, bad_input_exits
 from pipeline.contract import SynthesisMethod, load_from_run
+from pipeline.phantom_model import phantom_model, phantom_model_name
 
 
 def output_suffix(target: str) -> str:
@@ -125,22 +132,47 @@ def synthesise(method: SynthesisMethod, job: Job) -> Path:
     return save_volume(method.predict(Subject(job.name, volumes)), job.output)
 
 
+def saved_model(args: argparse.Namespace) -> SynthesisMethod:
+    """The model of the run or model folder RUN names (it does the task it was trained for)."""
+    if args.source or args.target or args.override:
+        raise ConfigError(f"--source, --target and --override are for phantom models; {args.run} does its own task")
+    method = load_from_run(Path(args.run), SynthesisMethod)
+    assert isinstance(method, SynthesisMethod)
+    return method
+
+
+def phantom_task(args: argparse.Namespace) -> SynthesisTask:
+    """A phantom model's task: ``--source`` (default T1) to ``--target`` (default T2)."""
+    try:
+        return SynthesisTask.of(args.source or ["t1"], args.target or "t2")
+    except ValueError as error:
+        raise ConfigError(f"--source/--target: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="run directory or saved model folder")
+    parser.add_argument("run", help="run directory, saved model folder, or phantom[:MODEL]")
     parser.add_argument("input", type=Path, help="data set root, case folder, or source file or folder of them")
     parser.add_argument("output", type=Path, nargs="?", help="output folder (default for cases: next to their files)")
+    parser.add_argument("--source", nargs="+", help="a phantom model's sources (default: t1)")
+    parser.add_argument("--target", help="a phantom model's target (default: t2)")
+    parser.add_argument(
+        "--override", nargs="+", default=[], help="Hydra overrides of a phantom model's config, e.g. data.n_subjects=40"
+    )
     args = parser.parse_args(argv)
     with bad_input_exits():  # also SIGTERM and SIGINT, at any point: one line, no half-written file
         if args.output is not None and args.output.exists() and not args.output.is_dir():
             raise InvalidInputError(args.output, "OUTPUT is a file; give a folder for the outputs")
-        method = load_from_run(args.run, SynthesisMethod)
-        assert isinstance(method, SynthesisMethod)
-        jobs, failures = jobs_for(args.input, method.contrasts, args.output)
+        model = phantom_model_name(args.run)
+        method = saved_model(args) if model is None else None
+        task = method.contrasts if method is not None else phantom_task(args)
+        jobs, failures = jobs_for(args.input, task, args.output)  # checked before a phantom model is fitted
+        if method is None and jobs:
+            method = phantom_model(model, task, args.override)
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         written = 0
-        for job in track(jobs, f"Synthesising {len(jobs)} {method.target} volume(s) ({method.contrasts})"):
+        for job in track(jobs, f"Synthesising {len(jobs)} {task.target} volume(s) ({task})"):
             try:
                 synthesise(method, job)
                 written += 1

@@ -8,12 +8,15 @@ Protocol (fixed, so that numbers from two commits compare):
 - ``--data``: the 20 BraTS 2018 development cases (``../shared/data/brats18-dev``; labels 1/2/4).
   Sorted by case id, case ``i`` goes to fold ``i mod 5``; each fold's 4 cases are predicted by a model
   fitted on the other 16, so every case is predicted once by a model that never saw it.
-- ``--folds``: predict only these folds (Pix2Pix, ``--methods pix2pix``, trains about 25 minutes a
+- ``--folds``: predict only these folds (Pix2Pix, ``--methods pix2pix``, trains about 10 minutes a
   fold on 2 cores); the tables then count only their cases.
 - ``--extra``: further held-out cases from other pipelines (``../shared/data/real``), predicted by a
   model fitted on all the development cases.
-- ``--phantom``: each learning method is also fitted on the quick start's phantom alone (its train
-  role) and predicts every real case (``<name>@phantom``): what a user without training data gets.
+- ``--phantom MODEL ...``: phantom models (``pipeline/phantom_model.py``: the models ``synthesize.py
+  phantom:<model>`` uses, fitted on the embedded phantom and cached) predict every real case
+  (``<model>@phantom``): what a user without training data gets; ``--phantom-overrides`` changes their
+  config (``data.randomise.contrast=0.2``). With ``--folds`` and no fold, only they and the baselines
+  run.
 - Each method is built from its ``conf/model`` config with the overrides below (the same objects
   ``train.py`` builds), ``NAME[KIND]`` with ``standardisation=KIND`` too, and scored by
   ``evaluation.scoring.score_prediction`` on the source's brain.
@@ -40,12 +43,12 @@ from hydra.utils import instantiate
 import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
 from common.files import write_rows_csv
 from datamodules.dataset import Subject, SynthesisDataset
-from datamodules.phantom import phantom_dataset
 from datamodules.standardisation import KINDS
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
 from evaluation.scoring import score_prediction
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
+from pipeline.phantom_model import RECIPES, phantom_model
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 FOLDS = 5
@@ -57,7 +60,7 @@ METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "intensity_lookup": ("intensity_lookup", ()),
     "complementary": ("complementary", ()),
     "closest_source": ("closest_source", ()),
-    "pix2pix": ("pix2pix", ("+experiment=pix2pix_real_cpu",)),  # about 25 min a fold on 2 cores: --folds
+    "pix2pix": ("pix2pix", ("+experiment=pix2pix_real_cpu",)),  # about 10 min a fold on 2 cores: --folds
 }
 BASELINES = ("complementary", "closest_source")
 REPORTED = ("pct_mse_brain", "pct_mse_tumour", "ssim_healthy", "ssim_tumour", "mse_brain")
@@ -114,13 +117,12 @@ def run_task(
     names: Sequence[str],
     workdir: Path,
     folds: Sequence[int] = range(FOLDS),
-    phantom: Sequence[Subject] = (),
     overrides: Sequence[str] = (),
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
-    """Every method's rows and outputs over the ``folds`` (and, with ``phantom`` training subjects, each
-    learning method once more, fitted on them alone and labelled ``<name>@phantom``); a method that
-    keeps files while it fits (Pix2Pix's checkpoints) keeps them under ``workdir``; ``overrides``: Hydra
-    overrides for every method."""
+    """Every method's rows and outputs over the ``folds`` (with no fold, the methods that learn
+    nothing predict every case, and the others are left out); a method that keeps files while it fits
+    (Pix2Pix's checkpoints) keeps them under ``workdir``; ``overrides``: Hydra overrides for every
+    method."""
     rows, outputs = [], {}
     plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development))) if k in folds]
     if extra:
@@ -132,17 +134,32 @@ def run_task(
             continue
         started = time.perf_counter()
         runs = [(fold, [s for c, s in development.items() if c not in held_out], held_out) for fold, held_out in plans]
-        if phantom and probe.learns:
-            runs.append(("phantom", list(phantom), list(everything)))
+        if not folds:
+            runs = [] if probe.learns else [("all", list(development.values()), list(everything))]
         for fold, training, held_out in runs:
             method = build(name, task, overrides)
             method.fit(training, FitContext(workdir=workdir / f"{name}-{fold}"))
-            label = f"{name}@phantom" if fold == "phantom" else name
-            fold_rows, fold_outputs = scored_rows(method, label, [everything[c] for c in held_out], task, fold)
+            fold_rows, fold_outputs = scored_rows(method, name, [everything[c] for c in held_out], task, fold)
             rows += fold_rows
             for label, by_case in fold_outputs.items():
                 outputs.setdefault(label, {}).update(by_case)
-        print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+        if runs:
+            print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    return rows, outputs
+
+
+def run_phantom_models(
+    task: SynthesisTask, subjects: dict[str, Subject], models: Sequence[str], overrides: Sequence[str]
+) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+    """Rows and outputs of each phantom model (fitted on first use, then cached) on every case."""
+    rows, outputs = [], {}
+    for model in models:
+        started = time.perf_counter()
+        method = phantom_model(model, task, overrides, say=lambda line: print(f"  {line}", flush=True))
+        model_rows, model_outputs = scored_rows(method, f"{model}@phantom", list(subjects.values()), task, "phantom")
+        rows += model_rows
+        outputs.update(model_outputs)
+        print(f"  {model}@phantom: {time.perf_counter() - started:.0f} s", flush=True)
     return rows, outputs
 
 
@@ -239,11 +256,14 @@ def main(argv: list[str] | None = None) -> int:
         "--overrides", nargs="+", default=[], help="Hydra overrides for every method, e.g. model.decay_iterations=3000"
     )
     parser.add_argument(
-        "--folds", nargs="+", type=int, default=list(range(FOLDS)), help="the folds to predict (default: all five)"
+        "--folds", nargs="*", type=int, default=list(range(FOLDS)), help="the folds to predict (default: all five)"
     )
     parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
     parser.add_argument(
-        "--phantom", action="store_true", help="also fit each learning method on the quick start's phantom alone"
+        "--phantom", nargs="+", default=[], choices=list(RECIPES), help="phantom models to predict every case with"
+    )
+    parser.add_argument(
+        "--phantom-overrides", nargs="+", default=[], help="Hydra overrides of the phantom models' configs"
     )
     args = parser.parse_args(argv)
     for name in args.methods:
@@ -256,15 +276,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}:", flush=True)
         development = load_all(args.data, "brats2019", task)
         extra = load_all(args.extra, "brats2023", task) if args.extra else {}
-        phantom = []
-        if args.phantom:  # the quick start's data: train.py's default data=phantom, its train role
-            dataset = phantom_dataset()
-            phantom = [dataset.load(case, task.modalities) for case in dataset.cases_in("train")]
         work = args.output / "work" / "+".join(task.sources)
-        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, phantom, args.overrides)
+        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, args.overrides)
+        phantom_rows, phantom_outputs = run_phantom_models(
+            task, {**development, **extra}, args.phantom, args.phantom_overrides
+        )
+        rows += phantom_rows
+        outputs.update(phantom_outputs)
         all_rows += rows
         print(table(rows, task) + "\n", flush=True)
-        held_out = {case_id: development[case_id] for case_id in folds_of(list(development))[args.folds[0]]}
+        shown = folds_of(list(development))[args.folds[0] if args.folds else 0]
+        held_out = {case_id: development[case_id] for case_id in shown}
         draw_gallery(task, held_out, outputs, args.output / f"gallery-{'+'.join(task.sources)}.png")
     write_rows_csv(all_rows, args.output / "metrics.csv")
     print(f"wrote {args.output / 'metrics.csv'} and the galleries")

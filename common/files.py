@@ -91,3 +91,12 @@ def read_rows_csv(path: Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def cache_root() -> Path:
+    """Where generated data and models are kept between runs: ``$MRI_SYNTHESIS_CACHE``, else
+    ``$XDG_CACHE_HOME/mri-synthesis``, else ``~/.cache/mri-synthesis``."""
+    configured = os.environ.get("MRI_SYNTHESIS_CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "mri-synthesis"

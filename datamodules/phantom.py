@@ -18,21 +18,25 @@ gadolinium shortens to 350 ms on T1CE.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from common.cores import usable_cores
-from common.files import write_json_atomic
+from common.files import cache_root, write_json_atomic
 from common.progress import track
 from datamodules.dataset import SynthesisDataset
 from datamodules.nifti import Volume, load_volume, new_header, save_volume
+from datamodules.phantom_randomisation import RANDOMISED_CONTRASTS, PhantomRandomisation
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +139,12 @@ def phantom_affine(shape: tuple[int, int, int]) -> np.ndarray:
     return affine
 
 
-def make_subject(
-    seed: int, index: int, shape: tuple[int, int, int] = (240, 240, 155)
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """One phantom subject: ({t1n, t1c, t2w, t2f: int16, seg: int16}, affine). Deterministic in
-    (seed, index)."""
-    rng = np.random.default_rng([seed, index])
+def _warped_tissues(
+    rng: np.random.Generator, shape: tuple[int, int, int], affine: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(brain mask, healthy tissue fractions): the MNI152 maps warped by a random affine and a smooth
+    displacement of a few mm onto the output grid."""
     grey_p, white_p, csf_p, mni_affine = _mni_tissue_maps()
-    affine = phantom_affine(shape)
-
     # Where each output voxel samples the template: x_mni = c + A (x - c) + displacement(x).
     centre = np.array(BRAIN_CENTRE_MNI_MM)
     angle = np.deg2rad(rng.uniform(-6, 6))
@@ -154,21 +155,25 @@ def make_subject(
     offset = to_mni_voxels[:3, :3] @ (centre + linear @ (affine[:3, 3] - centre)) + to_mni_voxels[:3, 3]
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
     coordinates = (matrix.astype(np.float32) @ grid + offset.astype(np.float32)[:, None]).reshape(3, *shape)
-    for axis in range(3):  # smooth displacement, up to a few mm
+    for axis in range(3):
         coordinates[axis] += 3.0 * _smooth_noise(rng, shape, (5, 6, 5))
     grey, white, csf = (
         ndimage.map_coordinates(p, coordinates, order=1, mode="constant", cval=0.0) for p in (grey_p, white_p, csf_p)
     )
-    del coordinates
     total = grey + white + csf
-    brain = total > 0.5
-    brain = ndimage.binary_fill_holes(brain)
+    brain = ndimage.binary_fill_holes(total > 0.5)
     fractions = {
         name: np.where(brain, p / np.maximum(total, 1e-6), 0.0).astype(np.float32)
         for name, p in (("csf", csf), ("grey_matter", grey), ("white_matter", white))
     }
+    return brain, fractions
 
-    # The tumour: an irregular ball centred in white matter, in mm.
+
+def _add_tumour(
+    rng: np.random.Generator, brain: np.ndarray, fractions: dict[str, np.ndarray], shape: tuple[int, int, int]
+) -> np.ndarray:
+    """Put an irregular ball of tumour, centred in white matter, into ``fractions`` (in place: its
+    compartments displace the healthy tissue); returns the segmentation (BraTS 2023 labels)."""
     spacing = np.array(FIELD_OF_VIEW_MM) / np.array(shape)
     candidates = np.flatnonzero((fractions["white_matter"] > 0.7).ravel())
     centre_voxel = np.array(np.unravel_index(candidates[rng.integers(len(candidates))], shape))
@@ -191,28 +196,42 @@ def make_subject(
         for healthy in ("csf", "grey_matter", "white_matter"):
             fractions[healthy][region] *= 1.0 - share
         fractions[name] = np.where(region, share, 0.0).astype(np.float32)
+    return segmentation
+
+
+def _bias_field(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    """A smooth multiplicative field: the exponential of a random quadratic in the normalised axes."""
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij", sparse=True)
+    c = rng.normal(0.0, 0.08, size=6).astype(np.float32)
+    return np.exp(c[0] * x + c[1] * y + c[2] * z + c[3] * x * y + c[4] * x * x + c[5] * z * z)
+
+
+def make_subject(
+    seed: int,
+    index: int,
+    shape: tuple[int, int, int] = (240, 240, 155),
+    randomise: PhantomRandomisation | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One phantom subject: ({t1n, t1c, t2w, t2f: int16, seg: int16}, affine). Deterministic in
+    (seed, index); ``randomise`` changes only the source contrasts (the T2 and the segmentation are
+    the plain subject's)."""
+    randomise = randomise or PhantomRandomisation()
+    rng = np.random.default_rng([seed, index])
+    affine = phantom_affine(shape)
+    brain, fractions = _warped_tissues(rng, shape, affine)
+    segmentation = _add_tumour(rng, brain, fractions, shape)
 
     # Per-subject biological variation of relaxation times (about 4 %).
     tissues = {
         name: Tissue(t.t1_ms * rng.normal(1, 0.04), t.t2_ms * rng.normal(1, 0.04), t.proton_density)
         for name, t in TISSUES.items()
     }
-    signals = tissue_signals(tissues)
-    normalised_axes = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in shape], indexing="ij", sparse=True)
     images: dict[str, np.ndarray] = {}
-    for contrast, per_tissue in signals.items():
+    for number, (contrast, per_tissue) in enumerate(tissue_signals(tissues).items()):
         signal = sum(fractions[name] * np.float32(value) for name, value in per_tissue.items())
-        coefficients = rng.normal(0.0, 0.08, size=6).astype(np.float32)
-        x, y, z = normalised_axes
-        bias = np.exp(
-            coefficients[0] * x
-            + coefficients[1] * y
-            + coefficients[2] * z
-            + coefficients[3] * x * y
-            + coefficients[4] * x * x
-            + coefficients[5] * z * z
-        )
-        signal = signal * bias
+        signal = signal * _bias_field(rng, shape)  # drawn for every contrast, so that the T2 stays the same
+        if randomise.active and contrast in RANDOMISED_CONTRASTS:
+            signal = randomise.source_image(fractions, per_tissue, affine, (seed, index, number))
         sigma = NOISE_FRACTION * float(signal[brain].mean())
         real = signal + rng.normal(0.0, sigma, size=shape).astype(np.float32)
         imaginary = rng.normal(0.0, sigma, size=shape).astype(np.float32)
@@ -227,12 +246,14 @@ def case_name(index: int) -> str:
     return f"PHANTOM-{index:05d}-000"
 
 
-def _write_subject(folder: Path, seed: int, index: int, shape: tuple[int, int, int]) -> str:
+def _write_subject(
+    folder: Path, seed: int, index: int, shape: tuple[int, int, int], randomise: PhantomRandomisation
+) -> str:
     name = case_name(index)
     case_folder = folder / name
     if all((case_folder / f"{name}-{suffix}.nii.gz").exists() for suffix in BRATS2023_SUFFIXES):
         return name
-    images, affine = make_subject(seed, index, shape)
+    images, affine = make_subject(seed, index, shape, randomise)
     header = new_header(affine)
     for suffix, data in images.items():
         volume = Volume(data=data, affine=affine, header=header)
@@ -246,34 +267,43 @@ def generate_phantom(
     shape: tuple[int, int, int] = (240, 240, 155),
     seed: int = 0,
     workers: int | None = None,
+    randomise: Mapping[str, float] | PhantomRandomisation | None = None,
 ) -> Path:
     """Write the phantom data set into ``folder`` (BraTS 2023 layout). Subjects already there are kept,
-    so an interrupted generation resumes."""
+    so an interrupted generation resumes. ``randomise``: see :class:`PhantomRandomisation`."""
+    randomise = PhantomRandomisation.of(randomise)
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     workers = min(workers or usable_cores(), n_subjects)
     description = f"Generating phantom ({n_subjects} subjects, {workers} process(es))"
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            jobs = [pool.submit(_write_subject, folder, seed, i, shape) for i in range(n_subjects)]
+        # spawn, not fork: the randomisation runs torch, which a forked child of a process that has
+        # used it can deadlock in
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            jobs = [pool.submit(_write_subject, folder, seed, i, shape, randomise) for i in range(n_subjects)]
             for job in track(as_completed(jobs), description, total=n_subjects, every=1):
                 job.result()
     else:
         for i in track(range(n_subjects), description, every=1):
-            _write_subject(folder, seed, i, shape)
-    write_json_atomic(
-        {"generator": "datamodules.phantom", "n_subjects": n_subjects, "shape": list(shape), "seed": seed},
-        folder / "phantom.json",
-    )
+            _write_subject(folder, seed, i, shape, randomise)
+    record = {"generator": "datamodules.phantom", "n_subjects": n_subjects, "shape": list(shape), "seed": seed}
+    if randomise.active:
+        record["randomise"] = randomise.changed()
+    write_json_atomic(record, folder / "phantom.json")
     return folder
 
 
-def default_cache_folder(n_subjects: int, shape: tuple[int, int, int], seed: int) -> Path:
-    base = Path(
-        os.environ.get("MRI_SYNTHESIS_CACHE", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "mri-synthesis")
-    )
-    return (base / f"phantom_n{n_subjects}_{'x'.join(map(str, shape))}_seed{seed}").expanduser()
+def default_cache_folder(
+    n_subjects: int, shape: tuple[int, int, int], seed: int, randomise: PhantomRandomisation | None = None
+) -> Path:
+    """``<cache root>/phantom_n<subjects>_<shape>_seed<seed>``, with ``_random-<hash of the options>``
+    for a randomised phantom."""
+    name = f"phantom_n{n_subjects}_{'x'.join(map(str, shape))}_seed{seed}"
+    if randomise is not None and randomise.active:
+        options = json.dumps(randomise.changed(), sort_keys=True)
+        name += f"_random-{hashlib.sha256(options.encode()).hexdigest()[:10]}"
+    return cache_root() / name
 
 
 def phantom_dataset(
@@ -282,13 +312,16 @@ def phantom_dataset(
     seed: int = 0,
     root: str | Path | None = None,
     split_seed: int = 0,
+    randomise: Mapping[str, float] | None = None,
 ) -> SynthesisDataset:
     """The phantom as a :class:`SynthesisDataset`, generated once into ``root`` (default: a cache
-    folder named by its parameters, under ``$MRI_SYNTHESIS_CACHE`` or ``~/.cache/mri-synthesis``)."""
+    folder named by its parameters, under :func:`common.files.cache_root`); ``randomise``: the
+    per-subject randomisation of the source contrasts (:class:`PhantomRandomisation`; None: off)."""
+    options = PhantomRandomisation.of(randomise)
     shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes of at least 8 voxels, got {shape}")
-    folder = Path(root).expanduser() if root is not None else default_cache_folder(n_subjects, shape, seed)
+    folder = Path(root).expanduser() if root is not None else default_cache_folder(n_subjects, shape, seed, options)
     if not (folder / "phantom.json").exists():
-        generate_phantom(folder, n_subjects, shape, seed)
+        generate_phantom(folder, n_subjects, shape, seed, randomise=options)
     return SynthesisDataset(folder, layout="brats2023", label_convention="brats2023", split_seed=split_seed)

@@ -146,7 +146,7 @@ class Method(ABC):
         if arrays:
             with atomic_write(folder / STATE_FILE) as temporary:
                 np.savez(temporary, **arrays)
-        description = {"method": registered_name(type(self)), "format": FORMAT}
+        description = {"method": registered_name(type(self)), "format": FORMAT, "arrays": sorted(arrays)}
         write_json_atomic(description | {"hyperparameters": self.hyperparameters()}, folder / METHOD_FILE)
         return folder
 
@@ -164,8 +164,14 @@ class Method(ABC):
             raise TypeError(f"{description_file}: {name} is not a {cls.__name__}")
         method = saved_class(**description["hyperparameters"])
         state_file = folder / STATE_FILE
+        expected = description.get("arrays", [])  # listed since format 1 was extended; older files list none
+        if expected and not state_file.exists():
+            raise InvalidInputError(state_file, f"missing: {METHOD_FILE} lists {len(expected)} saved arrays")
         if state_file.exists():
             with np.load(state_file, allow_pickle=False) as arrays:
+                missing = sorted(set(expected) - set(arrays.files))
+                if missing:
+                    raise InvalidInputError(state_file, f"lacks the saved array(s) {', '.join(missing)}")
                 method.restore_arrays({key: arrays[key] for key in arrays.files})
         method.fitted_ = True
         return method

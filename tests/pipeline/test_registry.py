@@ -2,14 +2,16 @@
 
 import json
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from clustering.baselines import Complementary
 from common.errors import InvalidInputError
-from pipeline.contract import FORMAT, METHOD_FILE, Method
+from datamodules.dataset import Subject
+from pipeline.contract import FORMAT, METHOD_FILE, STATE_FILE, Method
 from pipeline.registry import METHODS, SAVED_CLASS_PATHS, method_class, registered_name
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, make_volume
 
 
 def test_every_model_config_instantiates_the_class_registered_under_its_name():
@@ -53,3 +55,17 @@ def test_a_newer_format_or_an_unknown_method_is_refused_naming_the_file(descript
     with pytest.raises(InvalidInputError, match=problem) as raised:
         Method.load(tmp_path)
     assert str(tmp_path / METHOD_FILE) in str(raised.value)
+
+
+def test_a_saved_model_whose_arrays_are_gone_is_refused_naming_the_file(tmp_path):
+    """``method.json`` lists the arrays saved beside it, so that a lost or truncated state is an error
+    rather than a model that loads without what it learned."""
+    brain = np.zeros((12, 12, 12))
+    brain[2:-2, 2:-2, 2:-2] = np.arange(1.0, 513.0).reshape(8, 8, 8)
+    case = Subject("case", {"t1": make_volume(brain), "t2": make_volume(brain)})
+    folder = Complementary(standardisation="nyul").fit([case]).save(tmp_path / "model")
+    listed = json.loads((folder / METHOD_FILE).read_text())["arrays"]
+    assert listed and all(name.startswith("standardisation_") for name in listed)
+    (folder / STATE_FILE).unlink()
+    with pytest.raises(InvalidInputError, match=f"{folder / STATE_FILE}: missing: {METHOD_FILE} lists"):
+        Method.load(folder)
