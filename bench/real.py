@@ -1,7 +1,8 @@
 """The real benchmark: every method trained on real BraTS cases and scored on real cases it never saw.
 
     python bench/real.py --data /data/brats18-dev [--extra ../shared/data/real]
-                         [--sources t1 t1,t1ce,flair] [--methods NAME[KIND] ...] [--output reproduce/real]
+                         [--sources t1 t1,t1ce,flair] [--methods NAME[KIND] ...] [--folds K ...]
+                         [--seeds K ...] [--phantom MODEL ...] [--output reproduce/real]
 
 Protocol (fixed, so that numbers from two commits compare):
 
@@ -10,6 +11,8 @@ Protocol (fixed, so that numbers from two commits compare):
   fitted on the other 16, so every case is predicted once by a model that never saw it.
 - ``--folds``: predict only these folds (Pix2Pix, ``--methods pix2pix``, trains about 10 minutes a
   fold on 2 cores); the tables then count only their cases.
+- ``--seeds``: a method that has a seed (Pix2Pix) is fitted once per seed and fold; the tables give
+  each case's mean over the seeds, the sd over seeds of the mean over cases, and wins on those means.
 - ``--extra``: further held-out cases from other pipelines (``../shared/data/real``), predicted by a
   model fitted on all the development cases.
 - ``--phantom MODEL ...``: phantom models (``pipeline/phantom_model.py``: the models ``synthesize.py
@@ -31,6 +34,7 @@ cases, their sources, the real target and each method's output.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Sequence
@@ -101,11 +105,13 @@ def scored_rows(
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Per-case rows of every output of ``method`` on ``subjects``, and the outputs by label and case."""
     rows, outputs = [], {}
+    seed = method.hyperparameters().get("seed", "")
     for subject in subjects:
         for output, volume in method.predict_all(subject).items():
             label = f"{name}_{output}" if output else name
             scores = score_prediction(volume, subject, task.target)
-            rows.append({"task": str(task), "method": label, "fold": fold, "case_id": subject.case_id, **scores})
+            row = {"task": str(task), "method": label, "fold": fold, "seed": seed, "case_id": subject.case_id}
+            rows.append(row | scores)
             outputs.setdefault(label, {})[subject.case_id] = volume.data
     return rows, outputs
 
@@ -118,11 +124,12 @@ def run_task(
     workdir: Path,
     folds: Sequence[int] = range(FOLDS),
     overrides: Sequence[str] = (),
+    seeds: Sequence[int] = (0,),
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Every method's rows and outputs over the ``folds`` (with no fold, the methods that learn
-    nothing predict every case, and the others are left out); a method that keeps files while it fits
-    (Pix2Pix's checkpoints) keeps them under ``workdir``; ``overrides``: Hydra overrides for every
-    method."""
+    nothing predict every case, and the others are left out), once per seed for a method that has one
+    (the outputs kept are the first seed's); a method that keeps files while it fits (Pix2Pix's
+    checkpoints) keeps them under ``workdir``; ``overrides``: Hydra overrides for every method."""
     rows, outputs = [], {}
     plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development))) if k in folds]
     if extra:
@@ -136,13 +143,15 @@ def run_task(
         runs = [(fold, [s for c, s in development.items() if c not in held_out], held_out) for fold, held_out in plans]
         if not folds:
             runs = [] if probe.learns else [("all", list(development.values()), list(everything))]
-        for fold, training, held_out in runs:
-            method = build(name, task, overrides)
-            method.fit(training, FitContext(workdir=workdir / f"{name}-{fold}"))
+        own_seeds = seeds if "seed" in probe.hyperparameters() else seeds[:1]
+        for seed, (fold, training, held_out) in itertools.product(own_seeds, runs):
+            method = build(name, task, [*overrides, f"seed={seed}"])
+            method.fit(training, FitContext(workdir=workdir / f"{name}-{fold}-seed{seed}"))
             fold_rows, fold_outputs = scored_rows(method, name, [everything[c] for c in held_out], task, fold)
             rows += fold_rows
             for label, by_case in fold_outputs.items():
-                outputs.setdefault(label, {}).update(by_case)
+                if seed == own_seeds[0]:
+                    outputs.setdefault(label, {}).update(by_case)
         if runs:
             print(f"  {name}: {time.perf_counter() - started:.0f} s", flush=True)
     return rows, outputs
@@ -181,20 +190,53 @@ def wins(rows: Sequence[dict], label: str, baseline: str, metric: str) -> str:
     return f"{better}/{len(common)}"
 
 
+def over_seeds(rows: Sequence[dict]) -> list[dict]:
+    """One row per method and case: its metrics averaged over the seeds it was run with."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["method"], row["case_id"]), []).append(row)
+    averaged = []
+    for runs in grouped.values():
+        means = {m: float(np.mean([r[m] for r in runs])) if runs[0][m] is not None else None for m in REPORTED}
+        averaged.append(runs[0] | means | {"seeds": len(runs)})
+    return averaged
+
+
+def seed_sd(rows: Sequence[dict], label: str, metric: str) -> str:
+    """The sd over seeds of a method's mean over cases ("–" for one seed)."""
+    by_seed: dict[object, list[float]] = {}
+    for row in rows:
+        if row["method"] == label:
+            by_seed.setdefault(row["seed"], []).append(row[metric])
+    if len(by_seed) < 2:
+        return "–"
+    return f"{np.std([np.mean(values) for values in by_seed.values()], ddof=1):.3f}"
+
+
 def table(rows: Sequence[dict], task: SynthesisTask) -> str:
-    """A Markdown table of one task: means ± sd over cases, the spread of fold means, and wins."""
-    labels = list(dict.fromkeys(r["method"] for r in rows))
+    """A Markdown table of one task: means ± sd over cases (of each case's mean over seeds), the
+    spread of fold means and of seed means, and per-case wins (on the means over seeds)."""
+    averaged = over_seeds(rows)
+    labels = list(dict.fromkeys(r["method"] for r in averaged))
     baselines = [b for b in BASELINES if b in labels]
-    header = ["method", "cases", *REPORTED, "fold sd (pct_mse_brain)"]
+    header = ["method", "cases", "seeds", *REPORTED, "fold sd (pct_mse_brain)"]
+    header += [f"seed sd ({m})" for m in WINS]
     header += [f"beats {b} ({m})" for b in baselines for m in WINS]
     lines = [f"T2 from {', '.join(task.sources)}" if task.target == "t2" else str(task), ""]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for label in labels:
-        own = [r for r in rows if r["method"] == label]
+        own = [r for r in averaged if r["method"] == label]
         folds = [[r["pct_mse_brain"] for r in own if r["fold"] == k] for k in range(FOLDS)]
-        cells = [label, str(len(own)), *(mean_sd([r[m] for r in own]) for m in REPORTED)]
+        seeds = sorted({r["seed"] for r in rows if r["method"] == label}, key=str)
+        cells = [
+            label,
+            str(len(own)),
+            ",".join(map(str, seeds)) or "–",
+            *(mean_sd([r[m] for r in own]) for m in REPORTED),
+        ]
         cells.append(f"{np.std([np.mean(f) for f in folds], ddof=1):.3f}" if all(folds) else "n/a")
-        cells += ["–" if label == b else wins(rows, label, b, m) for b in baselines for m in WINS]
+        cells += [seed_sd(rows, label, m) for m in WINS]
+        cells += ["–" if label == b else wins(averaged, label, b, m) for b in baselines for m in WINS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -258,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--folds", nargs="*", type=int, default=list(range(FOLDS)), help="the folds to predict (default: all five)"
     )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="seeds of the methods that have one (Pix2Pix); tables give each case's mean over them",
+    )
     parser.add_argument("--output", type=Path, default=Path("reproduce/real"))
     parser.add_argument(
         "--phantom", nargs="+", default=[], choices=list(RECIPES), help="phantom models to predict every case with"
@@ -277,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         development = load_all(args.data, "brats2019", task)
         extra = load_all(args.extra, "brats2023", task) if args.extra else {}
         work = args.output / "work" / "+".join(task.sources)
-        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, args.overrides)
+        rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, args.overrides, args.seeds)
         phantom_rows, phantom_outputs = run_phantom_models(
             task, {**development, **extra}, args.phantom, args.phantom_overrides
         )

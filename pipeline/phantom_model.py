@@ -170,7 +170,11 @@ def fit_entry(model: str, task: SynthesisTask, cfg: DictConfig, folder: Path, ke
         write_json_atomic(provenance, partial / PROVENANCE_FILE)
         folder.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(folder, ignore_errors=True)  # a broken entry, removed only now that its successor is ready
-        os.replace(partial, folder)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another process put its entry there first: the same model, kept
+            if not folder.exists():
+                raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return method
