@@ -63,7 +63,11 @@ class PhantomRandomisation:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"randomise: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return cls(**options)
+        numbers = {
+            name: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            for name, value in options.items()
+        }  # 4 and 4.0 are one randomisation, with one cache folder
+        return cls(**numbers)
 
     @property
     def active(self) -> bool:

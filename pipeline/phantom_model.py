@@ -43,22 +43,23 @@ PROVENANCE_FILE = "provenance.json"
 
 @dataclass(frozen=True)
 class PhantomRecipe:
-    """How one method is fitted on the phantom: Hydra overrides of ``conf/train.yaml`` (beyond
-    ``data=phantom`` and the task), and about how many minutes the first use takes on 2 cores."""
+    """How one method is fitted on the phantom: the phantom (a ``conf/data`` config), Hydra overrides
+    of ``conf/train.yaml`` that choose and size the method, and about how many minutes the first use
+    takes on 2 cores, the phantom's generation included."""
 
+    data: str
     overrides: tuple[str, ...]
     minutes: float
 
 
-#: The phantom every phantom model is fitted on: the quick start's, with the randomisation of the
-#: source contrasts that did best on real cases (docs/phantom.md).
-PHANTOM_DATA: tuple[str, ...] = ()
+#: Each method on the phantom that did best for it on real cases (docs/phantom.md): the randomised
+#: one for the intensity lookup and Pix2Pix; the plain one for BrainClustering, which it did not help.
 RECIPES: dict[str, PhantomRecipe] = {
-    "brainclustering": PhantomRecipe(("model=brainclustering",), 3),
-    "intensity_lookup": PhantomRecipe(("model=intensity_lookup",), 2),
-    "pix2pix": PhantomRecipe(("model=pix2pix", "+experiment=pix2pix_real_cpu"), 15),
+    "brainclustering": PhantomRecipe("phantom", ("model=brainclustering",), 4),
+    "intensity_lookup": PhantomRecipe("phantom_randomised", ("model=intensity_lookup",), 6),
+    "pix2pix": PhantomRecipe("phantom_randomised", ("model=pix2pix", "+experiment=pix2pix_real_cpu"), 20),
 }
-DEFAULT_MODEL = "brainclustering"
+DEFAULT_MODEL = "pix2pix"
 
 
 def phantom_model_name(run: str) -> str | None:
@@ -81,12 +82,13 @@ def phantom_model_name(run: str) -> str | None:
 def phantom_config(model: str, task: SynthesisTask, overrides: Sequence[str] = ()) -> DictConfig:
     """``conf/train.yaml`` composed for ``model`` fitted on the phantom for ``task``; ``overrides``
     last (e.g. ``data.randomise.contrast=0.2``)."""
+    recipe = RECIPES[model]
     task_overrides = ["source=[" + ",".join(task.sources) + "]", f"target={task.target}"]
     with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
         try:
             return compose(
                 "train",
-                overrides=["data=phantom", *RECIPES[model].overrides, *PHANTOM_DATA, *task_overrides, *overrides],
+                overrides=[f"data={recipe.data}", *recipe.overrides, *task_overrides, *overrides],
             )
         except Exception as error:  # Hydra's own errors: a key that does not exist, a bad value
             raise ConfigError(f"phantom model {model}: {error}") from None
