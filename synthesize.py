@@ -7,7 +7,7 @@ the sources the run was trained on (a BraTS case missing its T2 still has T1, T1
 RUN is a run directory (its ``model/`` is used) or a saved model folder; its task (sources ->
 target) is the one it was trained for. Or RUN is a model that needs no training data: ``phantom``
 (Pix2Pix, T2 from T1) or ``phantom:<model>`` (pix2pix, brainclustering, intensity_lookup), for the
-task ``--source``/``--target`` give; it is fitted on the embedded phantom on first use (about 20
+task ``--source``/``--target`` give; it is fitted on the embedded phantom on first use (about 15
 minutes on 2 cores for Pix2Pix, 4 for BrainClustering), kept in ``$MRI_SYNTHESIS_CACHE`` (default
 ``~/.cache/mri-synthesis``) with its provenance and reused after (docs/phantom.md; write ``./phantom`` for a
 folder of that name). INPUT is

@@ -7,6 +7,9 @@ maintainer can diff them against the README. Not a test; each run is a real ``tr
 Runs go to ``--output`` (default ``reproduce/``), one folder per result, rerun from scratch each time,
 with each command's output in ``<result>.log`` beside it.
 Each table is printed under the command that made it, the commit and the machine.
+
+The results on real scans need their data and are rerun by ``bench/real.py`` (its ``--seeds`` for
+Pix2Pix's mean over seeds; docs/pix2pix.md and docs/phantom.md give each table's command).
 """
 
 from __future__ import annotations

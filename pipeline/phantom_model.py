@@ -52,12 +52,12 @@ class PhantomRecipe:
     minutes: float
 
 
-#: Each method on the phantom that did best for it on real cases (docs/phantom.md): the randomised
-#: one for the intensity lookup and Pix2Pix; the plain one for BrainClustering, which it did not help.
+#: Each method on the phantom that did best for it on real cases (docs/phantom.md): the randomised one
+#: for the intensity lookup; the plain one for BrainClustering and Pix2Pix, which it did not help.
 RECIPES: dict[str, PhantomRecipe] = {
     "brainclustering": PhantomRecipe("phantom", ("model=brainclustering",), 4),
     "intensity_lookup": PhantomRecipe("phantom_randomised", ("model=intensity_lookup",), 6),
-    "pix2pix": PhantomRecipe("phantom_randomised", ("model=pix2pix", "+experiment=pix2pix_real_cpu"), 20),
+    "pix2pix": PhantomRecipe("phantom", ("model=pix2pix", "+experiment=pix2pix_real_cpu"), 15),
 }
 DEFAULT_MODEL = "pix2pix"
 
