@@ -154,7 +154,7 @@ def fit_entry(model: str, task: SynthesisTask, cfg: DictConfig, folder: Path, ke
     subjects = LazySubjects(loader, list(dataset.cases.values()), description=f"Fitting {model} on the phantom")
     started = time.perf_counter()
     try:
-        method.fit(subjects, FitContext(workdir=partial / "work"))
+        method.fit(subjects, FitContext(workdir=partial / "work", labels=dataset.labels))
         method.save(partial / "model")
         shutil.rmtree(partial / "work", ignore_errors=True)
         provenance = {
