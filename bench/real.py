@@ -198,7 +198,7 @@ def over_seeds(rows: Sequence[dict]) -> list[dict]:
     averaged = []
     for runs in grouped.values():
         means = {m: float(np.mean([r[m] for r in runs])) if runs[0][m] is not None else None for m in REPORTED}
-        averaged.append(runs[0] | means | {"seeds": len(runs)})
+        averaged.append(runs[0] | means)
     return averaged
 
 
