@@ -3,6 +3,7 @@ data and the Lightning Trainer with periodic checkpoints, validation and resumin
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import sys
@@ -283,7 +284,7 @@ def train(
     (``steps_per_iteration`` per batch: two for a GAN); validation runs every
     ``validate_every_batches`` batches when there are validation cases. The final state is saved as
     ``last.ckpt`` too, and the temporary cache is removed, also when training is interrupted.
-    Returns the fitted system.
+    Returns the fitted system, detached from the Trainer.
 
     Raises:
         RunInterruptedError: on SIGTERM or SIGINT, after saving the state to ``last.ckpt``.
@@ -345,4 +346,10 @@ def train(
         if trainer.is_global_zero:
             data.clean_up()
     trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
+    # The Trainer's training loader (a TorchIO queue stopped part way) holds a worker process with
+    # volumes loaded. Collected now, not at some later collection: otherwise it outlives the fit (one
+    # more per job of a sequential multirun), and a collection inside a forked worker prints "can only
+    # test a child process".
+    system.trainer = data.datamodule.trainer = trainer = None
+    gc.collect()
     return system

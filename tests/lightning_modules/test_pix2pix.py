@@ -349,3 +349,23 @@ def test_an_unknown_augmentation_or_a_probability_outside_0_1_is_refused():
         PatchDataModule([], augmentation={"elastic": 0.5})
     with pytest.raises(ValueError, match=r"augmentation\.gamma is a probability, got 2"):
         PatchDataModule([], augmentation={"gamma": 2})
+
+
+def test_a_fit_leaves_no_queue_worker_behind(tmp_path):
+    """Stopped part way through the queue's volumes, the fit's loader worker is shut down when it
+    returns (not at some later garbage collection, which may run inside a forked worker)."""
+    import multiprocessing
+
+    from pipeline.contract import FitContext
+
+    method = Pix2PixMethod(
+        SMALL_UNET,
+        SMALL_DISCRIMINATOR,
+        constant_iterations=2,
+        decay_iterations=0,
+        data={"patch_size": [32, 32, 32], "samples_per_volume": 50, "queue_length": 100, "num_workers": 1},
+        trainer={"accelerator": "cpu"},
+        inference={"device": "cpu"},
+    )
+    method.fit([head_subject(f"case{k}", shape=(32, 32, 32), seed=k) for k in range(2)], FitContext(workdir=tmp_path))
+    assert multiprocessing.active_children() == []
