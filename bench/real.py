@@ -41,20 +41,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
 from common.files import write_rows_csv
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.standardisation import KINDS
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
 from evaluation.scoring import score_prediction
+from pipeline.config import compose_train
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
 from pipeline.phantom_model import RECIPES, phantom_model
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 FOLDS = 5
 #: name -> (conf/model config, overrides): the methods compared. Extra outputs (BrainClustering's
 #: unfiltered image) are scored as ``<name>_<output>``.
@@ -80,12 +78,7 @@ def build(name: str, task: SynthesisTask, extra: Sequence[str] = ()) -> Synthesi
     overrides = (*overrides, *extra)
     if kind:
         overrides = (*overrides, f"standardisation={kind}")
-    sources = "[" + ",".join(task.sources) + "]"
-    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"model={config}", f"source={sources}", f"target={task.target}", "data=brats", *overrides],
-        )
+    cfg = compose_train(task, [f"model={config}", "data=brats", *overrides])
     try:
         return instantiate(cfg.model)
     except Exception as error:  # Hydra wraps the method's refusal

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-import pipeline.resolvers  # noqa: F401 -- the configs' resolvers, as train.py registers them
 from common.errors import ConfigError
 from common.files import cache_root, write_json_atomic
 from datamodules.dataset import LazySubjects, SynthesisDataset
 from datamodules.task import SynthesisTask
+from pipeline.config import compose_train
 from pipeline.contract import FORMAT, FitContext, SynthesisMethod, TaskNotSupportedError, load_from_run
 from pipeline.run import build
 
@@ -83,15 +82,10 @@ def phantom_config(model: str, task: SynthesisTask, overrides: Sequence[str] = (
     """``conf/train.yaml`` composed for ``model`` fitted on the phantom for ``task``; ``overrides``
     last (e.g. ``data.randomise.contrast=0.2``)."""
     recipe = RECIPES[model]
-    task_overrides = ["source=[" + ",".join(task.sources) + "]", f"target={task.target}"]
-    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
-        try:
-            return compose(
-                "train",
-                overrides=[f"data={recipe.data}", *recipe.overrides, *task_overrides, *overrides],
-            )
-        except Exception as error:  # Hydra's own errors: a key that does not exist, a bad value
-            raise ConfigError(f"phantom model {model}: {error}") from None
+    try:
+        return compose_train(task, [f"data={recipe.data}", *recipe.overrides, *overrides])
+    except Exception as error:  # Hydra's own errors: a key that does not exist, a bad value
+        raise ConfigError(f"phantom model {model}: {error}") from None
 
 
 def fingerprint(cfg: DictConfig) -> dict[str, Any]:
