@@ -405,16 +405,11 @@ def add_image_metrics(document: Document, study: Study, figures: Path) -> None:
     for role in roles_in(study.image_rows):
         document.heading(f"Image metrics, {role} (mean ± sd over cases)")
         document.table(["method", "n", *METRICS], shortened(summary_rows(image_summary, role, METRICS), study))
-    document.heading("Best model per metric")
-    document.paragraph(selection_note(image_summary))
-    choices = best_on_validation(image_summary, METRICS)
-    if choices:
-        document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
-    test_role = "test" if "test" in roles_in(study.image_rows) else roles_in(study.image_rows)[0]
-    shown = [{**row, "method": study.short(row["method"])} for row in study.image_rows]
-    plot = box_plots(shown, ("pct_mse_brain", "pct_mse_tumour"), test_role, figures / "mse.png", "MSE")
-    if plot:
-        document.image(plot, f"MSE in the brain and in the tumour per method ({test_role}; the paper's Figure 6)")
+    add_best_models(document, study, image_summary, METRICS, "Best model per metric")
+    add_box_plots(
+        document, study, study.image_rows, ("pct_mse_brain", "pct_mse_tumour"), figures / "mse.png", "MSE",
+        "MSE in the brain and in the tumour per method ({role}; the paper's Figure 6)",
+    )  # fmt: skip
 
 
 def add_segmentation_metrics(document: Document, study: Study, figures: Path) -> None:
@@ -432,16 +427,35 @@ def add_segmentation_metrics(document: Document, study: Study, figures: Path) ->
             ["method", "n", *SEGMENTATION_REPORTED],
             shortened(summary_rows(segmentation_summary, role, SEGMENTATION_REPORTED), study),
         )
-    document.heading("Best model per segmentation metric")
-    document.paragraph(selection_note(segmentation_summary))
-    choices = best_on_validation(segmentation_summary, ("dice_mean", "hd95_mean"))
+    metrics = ("dice_mean", "hd95_mean")
+    add_best_models(document, study, segmentation_summary, metrics, "Best model per segmentation metric")
+    add_box_plots(
+        document, study, study.segmentation_rows, metrics, figures / "segmentation.png", "Segmentation",
+        "Dice and HD95 per method ({role}; the paper's Figure 7)",
+    )  # fmt: skip
+
+
+def add_best_models(
+    document: Document, study: Study, summary: list[dict[str, Any]], metrics: Sequence[str], heading: str
+) -> None:
+    """The model chosen on the validation role for each of ``metrics``, and how it was chosen."""
+    document.heading(heading)
+    document.paragraph(selection_note(summary))
+    choices = best_on_validation(summary, metrics)
     if choices:
         document.table(list(choices[0]), shortened([list(c.values()) for c in choices], study, column=1))
-    role = "test" if "test" in roles_in(study.segmentation_rows) else roles_in(study.segmentation_rows)[0]
-    shown = [{**row, "method": study.short(row["method"])} for row in study.segmentation_rows]
-    plot = box_plots(shown, ("dice_mean", "hd95_mean"), role, figures / "segmentation.png", "Segmentation")
+
+
+def add_box_plots(
+    document: Document, study: Study, rows: list[dict], metrics: Sequence[str], path: Path, title: str, caption: str
+) -> None:
+    """Box plots of ``metrics`` per method on the test role (or the first role there is), captioned
+    ``caption`` with ``{role}`` filled in."""
+    role = "test" if "test" in roles_in(rows) else roles_in(rows)[0]
+    shown = [{**row, "method": study.short(row["method"])} for row in rows]
+    plot = box_plots(shown, metrics, role, path, title)
     if plot:
-        document.image(plot, f"Dice and HD95 per method ({role}; the paper's Figure 7)")
+        document.image(plot, caption.format(role=role))
 
 
 def shortened(rows: list[list[str]], study: Study, column: int = 0) -> list[list[str]]:
