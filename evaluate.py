@@ -43,7 +43,7 @@ from pipeline.cli import bad_input_exits
 from pipeline.contract import SegmentationMethod, load_from_run
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("predictions", type=Path, nargs="+")
     parser.add_argument("data_root", type=Path)
@@ -70,48 +70,69 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output is None and len(args.predictions) > 1:
         parser.error("--output is required with several PREDICTIONS folders")
-    output = args.output or args.predictions[0] / "evaluation"
+    args.output = args.output or args.predictions[0] / "evaluation"
+    return args
+
+
+def task_of(args: argparse.Namespace) -> SynthesisTask:
+    """--source and --target, each defaulting to the task of the run PREDICTIONS belongs to (else T2 from T1)."""
+    run = RunFolder.holding(args.predictions[0])
+    from_run = run.task if run is not None else SynthesisTask()
+    try:
+        source = args.source.split(",") if args.source else from_run.sources
+        return SynthesisTask.of(source, args.target or from_run.target)
+    except ValueError as error:
+        raise ConfigError(f"--source/--target: {error}") from None
+
+
+def write_image_metrics(
+    args: argparse.Namespace, dataset: SynthesisDataset, task: SynthesisTask, console: Console
+) -> None:
+    rows = score_folders(args.predictions, dataset, task, args.region, skip=args.output)
+    summary = summarise(rows)
+    evaluation = RunFolder(args.output)  # the same file names as a run's
+    evaluation.write_metrics(rows)
+    evaluation.write_summary(
+        {
+            "kind": EVALUATION,
+            "predictions": [str(folder) for folder in args.predictions],
+            "primary_metric": PRIMARY_METRIC,
+            "task": task.record,
+            "summary": summary,
+        }
+    )
+    title = f"{task}: " + ", ".join(map(str, args.predictions))
+    console.print(summary_table(summary, title=title, width=console.width))
+
+
+def write_segmentation_metrics(
+    args: argparse.Namespace, dataset: SynthesisDataset, task: SynthesisTask, console: Console
+) -> None:
+    if args.segmenter:
+        segmenter = load_from_run(args.segmenter, SegmentationMethod)
+    else:
+        segmenter = CommandSegmenter(args.segmenter_command)
+    files = prediction_files(args.predictions, dataset)
+    rows = evaluate_synthetic(segmenter, dataset, files, task.target)
+    summary = summarise(rows)
+    write_rows_csv(rows, args.output / "segmentation_metrics.csv")
+    write_json_atomic({"task": task.record, "summary": summary}, args.output / "segmentation_summary.json")
+    title = f"segmentation with each {task.target} (real and synthetic)"
+    console.print(summary_table(summary, title=title, metrics=SEGMENTATION_TABLE, width=console.width))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     console = Console(width=None if sys.stdout.isatty() else 160)
     with bad_input_exits():
-        run = RunFolder.holding(args.predictions[0])
-        from_run = run.task if run is not None else SynthesisTask()
-        try:
-            source = args.source.split(",") if args.source else from_run.sources
-            task = SynthesisTask.of(source, args.target or from_run.target)
-        except ValueError as error:
-            raise ConfigError(f"--source/--target: {error}") from None
+        task = task_of(args)
         dataset = SynthesisDataset(
             args.data_root, args.layout, args.label_convention, args.split_file, write_split=False
         )
         if not args.skip_image_metrics:
-            rows = score_folders(args.predictions, dataset, task, args.region, skip=output)
-            summary = summarise(rows)
-            evaluation = RunFolder(output)  # the same file names as a run's
-            evaluation.write_metrics(rows)
-            evaluation.write_summary(
-                {
-                    "kind": EVALUATION,
-                    "predictions": [str(folder) for folder in args.predictions],
-                    "primary_metric": PRIMARY_METRIC,
-                    "task": task.record,
-                    "summary": summary,
-                }
-            )
-            title = f"{task}: " + ", ".join(map(str, args.predictions))
-            console.print(summary_table(summary, title=title, width=console.width))
+            write_image_metrics(args, dataset, task, console)
         if args.segmenter or args.segmenter_command:
-            segmenter = (
-                load_from_run(args.segmenter, SegmentationMethod)
-                if args.segmenter
-                else CommandSegmenter(args.segmenter_command)
-            )
-            files = prediction_files(args.predictions, dataset)
-            rows = evaluate_synthetic(segmenter, dataset, files, task.target)
-            summary = summarise(rows)
-            write_rows_csv(rows, output / "segmentation_metrics.csv")
-            write_json_atomic({"task": task.record, "summary": summary}, output / "segmentation_summary.json")
-            title = f"segmentation with each {task.target} (real and synthetic)"
-            console.print(summary_table(summary, title=title, metrics=SEGMENTATION_TABLE, width=console.width))
+            write_segmentation_metrics(args, dataset, task, console)
     return 0
 
 
