@@ -3,6 +3,7 @@
     python bench/real.py --data /data/brats18-dev [--extra ../shared/data/real]
                          [--sources t1 t1,t1ce,flair] [--methods NAME[KIND] ...] [--folds K ...]
                          [--seeds K ...] [--phantom MODEL ...] [--output reproduce/real]
+    python bench/real.py --tables RUN/metrics.csv [RUN/metrics.csv ...]
 
 Protocol (fixed, so that numbers from two commits compare):
 
@@ -20,6 +21,9 @@ Protocol (fixed, so that numbers from two commits compare):
   (``<model>@phantom``): what a user without training data gets; ``--phantom-overrides`` changes their
   config (``data.randomise.contrast=0.2``). With ``--folds`` and no fold, only they and the baselines
   run.
+- ``--tables``: the tables of several runs together, from their ``metrics.csv`` files (a benchmark
+  split into one job per fold or seed, on a cluster); a row found in several (the same task, method,
+  case and seed: a baseline each job scored) counts once.
 - Each method is built from its ``conf/model`` config with the overrides below (the same objects
   ``train.py`` builds), ``NAME[KIND]`` with ``standardisation=KIND`` too, and scored by
   ``evaluation.scoring.score_prediction`` on the source's brain.
@@ -34,6 +38,7 @@ cases, their sources, the real target and each method's output.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import sys
 import time
@@ -43,12 +48,14 @@ from pathlib import Path
 import numpy as np
 from hydra.utils import instantiate
 
+from common.errors import InvalidInputError
 from common.files import write_rows_csv
 from datamodules.dataset import Subject, SynthesisDataset
 from datamodules.standardisation import KINDS
 from datamodules.task import SynthesisTask
 from evaluation.directions import lower_is_better
 from evaluation.scoring import score_prediction
+from pipeline.cli import bad_input_exits
 from pipeline.config import compose_train
 from pipeline.contract import FitContext, SynthesisMethod, TaskNotSupportedError
 from pipeline.phantom_model import RECIPES, phantom_model
@@ -275,9 +282,45 @@ def load_all(root: Path, convention: str, task: SynthesisTask) -> dict[str, Subj
     return {case_id: dataset.load(case, task.modalities) for case_id, case in sorted(dataset.cases.items())}
 
 
+def read_rows(paths: Sequence[Path]) -> list[dict]:
+    """The rows of earlier runs' ``metrics.csv`` files (for example one job per fold or seed); a row
+    repeated (the same task, method, case and seed: a baseline scored in every job) counts once.
+
+    Raises:
+        InvalidInputError: a file that cannot be read or lacks a column this script writes.
+    """
+    rows, seen = [], set()
+    for path in paths:
+        try:
+            with path.open(newline="") as stream:
+                found = list(csv.DictReader(stream))
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise InvalidInputError(path, f"cannot be read ({error})") from None
+        for row in found:
+            missing = [c for c in ("task", "method", "fold", "seed", "case_id", *REPORTED) if c not in row]
+            if missing:
+                raise InvalidInputError(path, f"not a metrics.csv of bench/real.py (no column {missing[0]!r})")
+            key = (row["task"], row["method"], row["case_id"], row["seed"])
+            if key in seen:
+                continue
+            seen.add(key)
+            numbers = {m: float(row[m]) if row[m] else None for m in REPORTED}
+            fold = int(row["fold"]) if row["fold"].isdigit() else row["fold"]
+            rows.append(row | numbers | {"fold": fold, "seed": int(row["seed"]) if row["seed"] else ""})
+    return rows
+
+
+def print_tables(rows: Sequence[dict]) -> None:
+    """:func:`table` for each task the rows hold."""
+    for text in dict.fromkeys(row["task"] for row in rows):
+        sources, _, target = text.partition(" -> ")
+        task = SynthesisTask.of(sources.split("+"), target)
+        print(table([row for row in rows if row["task"] == text], task) + "\n", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="the BraTS 2018 development cases")
+    parser.add_argument("--data", type=Path, help="the BraTS 2018 development cases")
     parser.add_argument("--extra", type=Path, default=None, help="further held-out cases (BraTS 2023 layout)")
     parser.add_argument("--sources", nargs="+", default=["t1", "t1,t1ce,flair"])
     parser.add_argument(
@@ -307,7 +350,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--phantom-overrides", nargs="+", default=[], help="Hydra overrides of the phantom models' configs"
     )
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        type=Path,
+        metavar="CSV",
+        help="only print the tables of earlier runs' metrics.csv files together (one job per fold or seed)",
+    )
     args = parser.parse_args(argv)
+    if args.tables:
+        with bad_input_exits():
+            print_tables(read_rows(args.tables))
+        return 0
+    if args.data is None:
+        parser.error("--data is required (unless --tables)")
     for name in args.methods:
         method, _, kind = name.removesuffix("]").partition("[")
         if method not in METHODS or kind not in ("", *KINDS):
