@@ -287,7 +287,8 @@ def read_rows(paths: Sequence[Path]) -> list[dict]:
     repeated (the same task, method, case and seed: a baseline scored in every job) counts once.
 
     Raises:
-        InvalidInputError: a file that cannot be read or lacks a column this script writes.
+        InvalidInputError: a file that cannot be read, lacks a column this script writes or holds a
+            metric that is not a number.
     """
     rows, seen = [], set()
     for path in paths:
@@ -304,7 +305,10 @@ def read_rows(paths: Sequence[Path]) -> list[dict]:
             if key in seen:
                 continue
             seen.add(key)
-            numbers = {m: float(row[m]) if row[m] else None for m in REPORTED}
+            try:
+                numbers = {m: float(row[m]) if row[m] else None for m in REPORTED}
+            except ValueError as error:
+                raise InvalidInputError(path, f"case {row['case_id']}: {error}") from None
             fold = int(row["fold"]) if row["fold"].isdigit() else row["fold"]
             rows.append(row | numbers | {"fold": fold, "seed": int(row["seed"]) if row["seed"] else ""})
     return rows

@@ -61,6 +61,10 @@ def test_tables_refuse_a_file_that_is_not_a_metrics_csv_naming_it(tmp_path, caps
         main(["--tables", str(other)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: {other}: not a metrics.csv of bench/real.py (no column 'task')"
+    garbled = write_metrics(tmp_path / "garbled.csv", [("t1 -> t2", "pix2pix", 0, 0, "a", "lots", 0.5)])
+    with pytest.raises(SystemExit) as exit_:
+        main(["--tables", str(garbled)])
+    assert exit_.value.code == 2 and "garbled.csv: case a: could not convert string to float" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["--tables", str(tmp_path / "nowhere.csv")])
     assert exit_.value.code == 2 and "nowhere.csv: cannot be read" in capsys.readouterr().err
