@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 -- the usual alias
+from monai.metrics.regression import compute_ssim_and_cs
 
 GanMode = Literal["vanilla", "lsgan", "hinge"]
 GAN_MODES = ("vanilla", "lsgan", "hinge")
@@ -48,6 +49,25 @@ def masked_mse(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     empty mask (a crop without tumour). With the tumour mask this is the reference's tumour loss."""
     weight = mask.to(output.dtype)
     return (weight * (output - target)).square().sum() / weight.sum().clamp_min(1)
+
+
+def masked_structural_dissimilarity(
+    output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, window: int = 7
+) -> torch.Tensor:
+    """1 - the mean local SSIM over the mask's voxels, 0 for an empty mask.
+
+    Inputs are on the network's [-1, 1] scale; the SSIM is the evaluation's, on [0, 1] (SSIM is not
+    shift-invariant): a uniform ``window``^d window, data range 1, K1 0.01, K2 0.03 (MONAI's, with the
+    population covariance), in 2-D or 3-D as the (N, C, *S) tensors are. Only voxels half a window
+    inside the patch count.
+    """
+    spatial_dims = output.dim() - 2
+    local, _ = compute_ssim_and_cs(
+        (output + 1) / 2, (target + 1) / 2, spatial_dims, [window] * spatial_dims, [1.5] * spatial_dims, 1.0, "uniform"
+    )
+    half = window // 2
+    inner = mask[(..., *[slice(half, size - half) for size in mask.shape[2:]])].to(local.dtype)
+    return (inner * (1 - local)).sum() / inner.sum().clamp_min(1)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:

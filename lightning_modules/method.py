@@ -35,7 +35,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         generator, discriminator: network configs (``_target_`` plus arguments, without
             ``spatial_dims``), e.g. the ``generator`` config group.
         spatial_dims: 3 (volumes, the paper) or 2 (axial slices).
-        lambda_l1, gamma_tumour, gan_mode, tumour_loss, learning_rate, betas: see ``Pix2Pix``.
+        lambda_l1, gamma_tumour, lambda_ssim, gan_mode, tumour_loss, learning_rate, betas: see ``Pix2Pix``.
         constant_iterations, decay_iterations: training length, in iterations (batches).
         data: :class:`datamodules.patches.PatchDataModule` arguments (``patch_size``,
             ``samples_per_volume``, ``queue_length``, ``batch_size``, ``num_workers``, ``flip``,
@@ -69,6 +69,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         spatial_dims: int = 3,
         lambda_l1: float = 100.0,
         gamma_tumour: float = 0.0,
+        lambda_ssim: float = 0.0,
         gan_mode: str = "vanilla",
         tumour_loss: str = "masked_output",
         learning_rate: float = 2e-4,
@@ -97,6 +98,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
         self.spatial_dims = spatial_dims
         self.lambda_l1 = float(lambda_l1)
         self.gamma_tumour = float(gamma_tumour)
+        self.lambda_ssim = float(lambda_ssim)
         self.gan_mode = gan_mode
         self.tumour_loss = tumour_loss
         self.learning_rate = float(learning_rate)
@@ -179,6 +181,7 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
             spatial_dims=self.spatial_dims,
             lambda_l1=self.lambda_l1,
             gamma_tumour=self.gamma_tumour,
+            lambda_ssim=self.lambda_ssim,
             gan_mode=self.gan_mode,  # type: ignore[arg-type]
             tumour_loss=self.tumour_loss,  # type: ignore[arg-type]
             learning_rate=self.learning_rate,

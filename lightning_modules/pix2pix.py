@@ -23,6 +23,7 @@ from lightning_modules.losses import (
     generator_adversarial_loss,
     masked_l1,
     masked_mse,
+    masked_structural_dissimilarity,
 )
 from lightning_modules.panels import log_panel
 from lightning_modules.schedules import linear_decay
@@ -38,7 +39,8 @@ class Pix2Pix(pl.LightningModule):
     the sources are stacked as channels in the order given.
 
     G's loss = GAN + ``lambda_l1`` * L1 over the target's brain voxels + ``gamma_tumour`` * MSE over
-    the tumour voxels. The tumour term (``tumour_loss``):
+    the tumour voxels (+ ``lambda_ssim`` * (1 - SSIM) over the brain, not in the paper). The tumour term
+    (``tumour_loss``):
 
     - ``masked_output`` (default, the reference code): sum (T G(x) - T y)^2 / sum T;
     - ``masked_input`` (the paper's eq. (4) as written): sum (T y - G(T x))^2 / sum T, a second
@@ -59,6 +61,8 @@ class Pix2Pix(pl.LightningModule):
             the first steps then pay for compilation.
         spatial_dims: 2 or 3, as the networks.
         lambda_l1, gamma_tumour: the loss weights (the config's top-level ``lambda`` and ``gamma``).
+        lambda_ssim: the weight of the structural term, 1 - the evaluation's SSIM over the brain's voxels
+            (0: the paper's loss, and the term is not computed).
         gan_mode: ``vanilla`` (the reference), ``lsgan`` or ``hinge``.
         learning_rate, betas: Adam's, for both networks.
         constant_iterations, decay_iterations: learning-rate schedule, in training iterations.
@@ -72,6 +76,7 @@ class Pix2Pix(pl.LightningModule):
         spatial_dims: int = 3,
         lambda_l1: float = 100.0,
         gamma_tumour: float = 0.0,
+        lambda_ssim: float = 0.0,
         gan_mode: GanMode = "vanilla",
         tumour_loss: TumourLoss = "masked_output",
         learning_rate: float = 2e-4,
@@ -88,8 +93,10 @@ class Pix2Pix(pl.LightningModule):
         super().__init__()
         check_choice("gan_mode", gan_mode, GAN_MODES)
         check_choice("tumour_loss", tumour_loss, TUMOUR_LOSSES)
-        if lambda_l1 < 0 or gamma_tumour < 0:
-            raise ValueError(f"lambda ({lambda_l1}) and gamma ({gamma_tumour}) must be non-negative")
+        if min(lambda_l1, gamma_tumour, lambda_ssim) < 0:
+            raise ValueError(
+                f"lambda ({lambda_l1}), gamma ({gamma_tumour}) and lambda_ssim ({lambda_ssim}) must be non-negative"
+            )
         self.save_hyperparameters(ignore=["generator", "discriminator", "inference"])
         self.automatic_optimization = False
         self.generator = generator
@@ -156,6 +163,9 @@ class Pix2Pix(pl.LightningModule):
         else:
             terms["mse_tumour"] = fake.sum() * 0
         terms["total"] = terms["adversarial"] + hp.lambda_l1 * terms["l1_brain"] + hp.gamma_tumour * terms["mse_tumour"]
+        if hp.lambda_ssim > 0:
+            terms["dssim_brain"] = masked_structural_dissimilarity(fake, real, batch["brain"])
+            terms["total"] = terms["total"] + hp.lambda_ssim * terms["dssim_brain"]
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> None:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader
 
 from datamodules.dataset import Subject
@@ -16,7 +17,7 @@ from datamodules.patches import (
     torchio_subject,
 )
 from lightning_modules.inference import InferenceSettings, synthesise
-from lightning_modules.losses import masked_l1, masked_mse
+from lightning_modules.losses import masked_l1, masked_mse, masked_structural_dissimilarity
 from lightning_modules.method import Pix2PixMethod
 from lightning_modules.networks import PatchDiscriminator, UNetGenerator
 from lightning_modules.pix2pix import Pix2Pix
@@ -370,3 +371,43 @@ def test_a_fit_leaves_no_queue_worker_behind(tmp_path):
     )
     method.fit([head_subject(f"case{k}", shape=(32, 32, 32), seed=k) for k in range(2)], FitContext(workdir=tmp_path))
     assert set(multiprocessing.active_children()) <= before
+
+
+def test_the_structural_loss_is_one_minus_scikit_images_ssim_over_the_mask():
+    """On the [0, 1] scale with the evaluation's window, against scikit-image's SSIM map with the
+    population covariance (MONAI's), over the mask's voxels half a window inside the patch."""
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 1, 12, 12, 12, generator=generator)
+    output = (target + 0.3 * torch.rand(target.shape, generator=generator)).clamp(0, 1)
+    mask = torch.zeros_like(target, dtype=torch.bool)
+    mask[..., 2:10, 4:12, 3:9] = True
+    _, local = structural_similarity(
+        target[0, 0].double().numpy(),
+        output[0, 0].double().numpy(),
+        data_range=1.0,
+        win_size=7,
+        use_sample_covariance=False,
+        full=True,
+    )
+    inner = np.zeros(mask.shape[2:], dtype=bool)
+    inner[3:-3, 3:-3, 3:-3] = True
+    expected = 1 - local[mask[0, 0].numpy() & inner].mean()
+    loss = masked_structural_dissimilarity(output * 2 - 1, target * 2 - 1, mask)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert float(masked_structural_dissimilarity(target * 2 - 1, target * 2 - 1, mask)) == pytest.approx(0, abs=1e-6)
+    assert float(masked_structural_dissimilarity(output, target, torch.zeros_like(mask))) == 0
+
+
+def test_the_structural_term_joins_the_generators_loss_with_its_weight():
+    torch.manual_seed(0)
+    batch = as_batch(network_inputs(head_subject(shape=(32, 32, 32))))
+    networks = UNetGenerator(3, base_filters=4, downsamplings=5, dropout=False), PatchDiscriminator(3, base_filters=4)
+    system = Pix2Pix(*networks, lambda_l1=100, lambda_ssim=10)
+    with torch.no_grad():
+        terms = system.generator_losses(batch, system.generator(batch["t1"]))
+    assert 0 < float(terms["dssim_brain"]) < 2
+    expected = terms["adversarial"] + 100 * terms["l1_brain"] + 10 * terms["dssim_brain"]
+    assert float(terms["total"]) == pytest.approx(float(expected))
+    assert "dssim_brain" not in Pix2Pix(*networks).generator_losses(batch, system.generator(batch["t1"]))
+    with pytest.raises(ValueError, match="lambda_ssim"):
+        Pix2Pix(*networks, lambda_ssim=-1)
