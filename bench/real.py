@@ -46,7 +46,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from hydra.errors import HydraException
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from common.errors import InvalidInputError
 from common.files import write_rows_csv
@@ -77,17 +79,22 @@ WINS = ("pct_mse_brain", "ssim_healthy")
 GALLERY_CASES = 3
 
 
-def build(name: str, task: SynthesisTask, extra: Sequence[str] = ()) -> SynthesisMethod | None:
-    """The method ``name`` (``<method>`` or ``<method>[<standardisation>]``) for ``task`` with the
-    Hydra overrides ``extra``, or None (with a line) when it cannot do the task."""
+def method_config(name: str, task: SynthesisTask, extra: Sequence[str] = ()) -> DictConfig:
+    """The composed config of the method ``name`` (``<method>`` or ``<method>[<standardisation>]``) for
+    ``task`` with the Hydra overrides ``extra``."""
     method, _, kind = name.removesuffix("]").partition("[")
     config, overrides = METHODS[method]
     overrides = (*overrides, *extra)
     if kind:
         overrides = (*overrides, f"standardisation={kind}")
-    cfg = compose_train(task, [f"model={config}", "data=brats", *overrides])
+    return compose_train(task, [f"model={config}", "data=brats", *overrides])
+
+
+def build(name: str, task: SynthesisTask, extra: Sequence[str] = ()) -> SynthesisMethod | None:
+    """The method ``name`` for ``task`` (see :func:`method_config`), or None (with a line) when it
+    cannot do the task."""
     try:
-        return instantiate(cfg.model)
+        return instantiate(method_config(name, task, extra).model)
     except Exception as error:  # Hydra wraps the method's refusal
         if isinstance(error.__cause__, TaskNotSupportedError):
             print(f"  {name}: skipped ({error.__cause__})")
@@ -372,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         method, _, kind = name.removesuffix("]").partition("[")
         if method not in METHODS or kind not in ("", *KINDS):
             parser.error(f"--methods: unknown {name!r}: a method among {', '.join(METHODS)}, then [{'|'.join(KINDS)}]")
+    for sources, name in itertools.product(args.sources, args.methods):
+        try:  # before any training: an override that fits one method only is refused now, not hours later
+            method_config(name, SynthesisTask.of(sources.split(","), "t2"), args.overrides)
+        except HydraException as error:
+            parser.error(f"--overrides do not fit {name}: {str(error).splitlines()[0]}")
     all_rows = []
     for sources in args.sources:
         task = SynthesisTask.of(sources.split(","), "t2")

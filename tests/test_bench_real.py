@@ -68,3 +68,11 @@ def test_tables_refuse_a_file_that_is_not_a_metrics_csv_naming_it(tmp_path, caps
     with pytest.raises(SystemExit) as exit_:
         main(["--tables", str(tmp_path / "nowhere.csv")])
     assert exit_.value.code == 2 and "nowhere.csv: cannot be read" in capsys.readouterr().err
+
+
+def test_an_override_that_does_not_fit_every_method_is_refused_before_any_data_is_read(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", str(tmp_path / "absent"), "--sources", "t1", "--methods", "pix2pix", "complementary",
+              "--overrides", "model.lambda_ssim=10"])  # fmt: skip
+    assert stopped.value.code == 2
+    assert "--overrides do not fit complementary" in capsys.readouterr().err
