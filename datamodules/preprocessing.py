@@ -205,6 +205,17 @@ def _median_3x3(volume, filtered, first, last):  # pragma: no cover - compiled
                 filtered[first + x, y, z] = _median_of_3(largest_low, median_middle, smallest_high)
 
 
+def smooth_across_slices(volume: np.ndarray, sigma: float, inside: np.ndarray) -> np.ndarray:
+    """A Gaussian of ``sigma`` voxels along axis 2 (across axial slices) inside the mask, 0 outside it.
+
+    Normalised by the mask's own smoothing, so the brain's edge is not darkened by the background.
+    """
+    weight = inside.astype(np.float64)
+    smoothed = ndimage.gaussian_filter1d(volume * weight, sigma, axis=2, mode="constant")
+    coverage = ndimage.gaussian_filter1d(weight, sigma, axis=2, mode="constant")
+    return np.where(inside, smoothed / np.maximum(coverage, 1e-12), 0).astype(volume.dtype)
+
+
 def median_per_axial_slice(volume: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
     """3x3 median in every slice along axis 2, replicated borders (the reference's cv2.medianBlur,
     identical to ``scipy.ndimage.median_filter(size=(3, 3, 1), mode="nearest")``, 10x faster),

@@ -34,6 +34,9 @@ class InferenceSettings:
             reference's test script did; default ``eval()`` (deterministic).
         median_filter: apply the 3x3 per-axial-slice median to the output (as the reference's
             ``_median`` outputs).
+        slice_sigma: a Gaussian of this many voxels across axial slices, inside the brain (0: none):
+            for a 2-D generator, whose slices are made one by one, against their jitter from slice
+            to slice.
         precision: ``32``, ``16-mixed`` or ``bf16-mixed`` (autocast on the accelerator).
     """
 
@@ -43,11 +46,14 @@ class InferenceSettings:
     batch_size: int = 1
     stochastic: bool = False
     median_filter: bool = False
+    slice_sigma: float = 0.0
     precision: str = "32"
 
     def __post_init__(self) -> None:
         check_choice("inference mode", self.mode, INFERENCE_MODES)
         check_choice("inference precision", str(self.precision), PRECISIONS)
+        if self.slice_sigma < 0:
+            raise ValueError(f"slice_sigma must be non-negative, got {self.slice_sigma}")
         if any(o >= p for o, p in zip(self.overlap, self.patch_size, strict=True)):
             raise ValueError(f"overlap {list(self.overlap)} must be smaller than patch_size {list(self.patch_size)}")
 

@@ -20,7 +20,7 @@ import torch
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import from_network_scale, network_inputs
-from datamodules.preprocessing import median_per_axial_slice
+from datamodules.preprocessing import median_per_axial_slice, smooth_across_slices
 from evaluation.run_folder import RunFolder
 from lightning_modules.inference import synthesise
 from lightning_modules.pix2pix import Pix2Pix
@@ -205,12 +205,15 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
     # -- inference -------------------------------------------------------------------------------
 
     def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
-        """The generator's target on the unit scale, 0 outside the brain (the reference reset the
-        background from the T1 too)."""
+        """The generator's target on the unit scale (smoothed across slices when the settings say so),
+        0 outside the brain (the reference reset the background from the T1 too)."""
         crop = self.on_brain(subject, network_inputs(subject, self.source, self.scaled), self.source)
         self.generator_.to(self.device)
         output = synthesise(self.generator_, crop.images, self.spatial_dims, self.inference_settings, self.device)
-        return crop.placed(from_network_scale(output), np.float32)
+        synthetic = crop.placed(from_network_scale(output), np.float32)
+        if self.inference_settings.slice_sigma > 0:
+            synthetic = smooth_across_slices(synthetic, self.inference_settings.slice_sigma, subject.brain)
+        return synthetic
 
     def _predict(self, subject: Subject) -> Volume:
         return self.predict_all(subject)[""]

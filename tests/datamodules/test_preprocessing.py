@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from common.errors import InvalidInputError
-from datamodules.preprocessing import brain_mask, percentile_scale, put_values_at, unit_scale, values_at
+from datamodules.preprocessing import (
+    brain_mask,
+    percentile_scale,
+    put_values_at,
+    smooth_across_slices,
+    unit_scale,
+    values_at,
+)
 from tests.conftest import ball_volume, make_volume
 
 
@@ -83,3 +90,22 @@ def test_values_at_and_put_values_at_round_trip_in_the_masks_order(order):
     placed = np.zeros_like(other_layout)
     put_values_at(placed, mask, values)
     np.testing.assert_array_equal(placed, np.where(mask, volume, 0))
+
+
+def test_smoothing_across_slices_keeps_a_constant_brain_and_its_edge_and_zeroes_the_rest():
+    inside = np.zeros((4, 4, 9), dtype=bool)
+    inside[1:3, 1:3, 2:7] = True
+    volume = np.where(inside, 0.6, 0).astype(np.float32)
+    smoothed = smooth_across_slices(volume, 1.0, inside)
+    assert smoothed.dtype == np.float32
+    np.testing.assert_allclose(smoothed[inside], 0.6, rtol=1e-6)  # the background does not darken the edge
+    assert np.all(smoothed[~inside] == 0)
+
+
+def test_smoothing_across_slices_is_a_gaussian_along_axis_2_only():
+    volume = np.zeros((3, 3, 41), dtype=np.float32)
+    volume[1, 1, 20] = 1.0
+    smoothed = smooth_across_slices(volume, 2.0, np.ones(volume.shape, dtype=bool))
+    weights = np.exp(-0.5 * (np.arange(-8, 9) / 2.0) ** 2)
+    np.testing.assert_allclose(smoothed[1, 1, 12:29], weights / weights.sum(), atol=1e-6)
+    assert np.all(smoothed[0] == 0) and np.all(smoothed[:, 0] == 0)  # nothing spreads within a slice

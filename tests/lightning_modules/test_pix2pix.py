@@ -16,6 +16,7 @@ from datamodules.patches import (
     to_network_scale,
     torchio_subject,
 )
+from datamodules.preprocessing import smooth_across_slices
 from lightning_modules.inference import InferenceSettings, synthesise
 from lightning_modules.losses import masked_l1, masked_mse, masked_structural_dissimilarity
 from lightning_modules.method import Pix2PixMethod
@@ -411,3 +412,16 @@ def test_the_structural_term_joins_the_generators_loss_with_its_weight():
     assert "dssim_brain" not in Pix2Pix(*networks).generator_losses(batch, system.generator(batch["t1"]))
     with pytest.raises(ValueError, match="lambda_ssim"):
         Pix2Pix(*networks, lambda_ssim=-1)
+
+
+def test_slice_sigma_smooths_the_output_across_slices_inside_the_brain():
+    subject = head_subject()
+    on_cpu = {"device": "cpu"}
+    plain = untrained(Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, spatial_dims=2, inference=on_cpu))
+    smoothing = Pix2PixMethod(SMALL_UNET, SMALL_DISCRIMINATOR, spatial_dims=2, inference=on_cpu | {"slice_sigma": 1.0})
+    smoothing.set_state(plain.state())
+    smoothing.fitted_ = True
+    expected = smooth_across_slices(plain.predict(subject).data, 1.0, subject.brain)
+    np.testing.assert_allclose(smoothing.predict(subject).data, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="slice_sigma"):
+        InferenceSettings(slice_sigma=-1)
