@@ -93,10 +93,10 @@ class Pix2Pix(pl.LightningModule):
         super().__init__()
         check_choice("gan_mode", gan_mode, GAN_MODES)
         check_choice("tumour_loss", tumour_loss, TUMOUR_LOSSES)
-        if min(lambda_l1, gamma_tumour, lambda_ssim) < 0:
-            raise ValueError(
-                f"lambda ({lambda_l1}), gamma ({gamma_tumour}) and lambda_ssim ({lambda_ssim}) must be non-negative"
-            )
+        if lambda_l1 < 0 or gamma_tumour < 0:
+            raise ValueError(f"lambda ({lambda_l1}) and gamma ({gamma_tumour}) must be non-negative")
+        if lambda_ssim < 0:
+            raise ValueError(f"lambda_ssim ({lambda_ssim}) must be non-negative")
         self.save_hyperparameters(ignore=["generator", "discriminator", "inference"])
         self.automatic_optimization = False
         self.generator = generator
