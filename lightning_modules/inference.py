@@ -13,6 +13,7 @@ import torchio as tio
 from torch import nn
 
 from common.checks import check_choice
+from datamodules.preprocessing import median_per_axial_slice, smooth_across_slices
 
 InferenceMode = Literal["whole", "sliding_window"]
 INFERENCE_MODES = ("whole", "sliding_window")
@@ -144,3 +145,15 @@ def synthesise(
     or one (X, Y, Z) volume; returns (X, Y, Z) float32."""
     volume = sources[None] if sources.ndim == 3 else sources
     return infer(generator, volume, spatial_dims, settings, device)[0]
+
+
+def finished_outputs(synthetic: np.ndarray, brain: np.ndarray, settings: InferenceSettings) -> dict[str, np.ndarray]:
+    """What inference writes from a generator's output on the unit scale, 0 outside ``brain``,
+    smoothed across slices when ``slice_sigma`` is set: under ``""``, median-filtered when
+    ``median_filter`` is set (the unfiltered volume then under ``"unfiltered"``)."""
+    synthetic = np.where(brain, synthetic, 0).astype(np.float32)
+    if settings.slice_sigma > 0:
+        synthetic = smooth_across_slices(synthetic, settings.slice_sigma, brain)
+    if not settings.median_filter:
+        return {"": synthetic}
+    return {"": median_per_axial_slice(synthetic, inside=brain), "unfiltered": synthetic}

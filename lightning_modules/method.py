@@ -20,9 +20,8 @@ import torch
 from datamodules.dataset import Subject
 from datamodules.nifti import Volume
 from datamodules.patches import from_network_scale, network_inputs
-from datamodules.preprocessing import median_per_axial_slice, smooth_across_slices
 from evaluation.run_folder import RunFolder
-from lightning_modules.inference import synthesise
+from lightning_modules.inference import finished_outputs, synthesise
 from lightning_modules.pix2pix import Pix2Pix
 from lightning_modules.training import LightningMethod, build_network, load_weights, plain, weights_as_arrays
 from pipeline.contract import FitContext, SynthesisMethod, load_from_run
@@ -204,29 +203,19 @@ class Pix2PixMethod(LightningMethod, SynthesisMethod):
 
     # -- inference -------------------------------------------------------------------------------
 
-    def synthesise_unfiltered(self, subject: Subject) -> np.ndarray:
-        """The generator's target on the unit scale (smoothed across slices when the settings say so),
-        0 outside the brain (the reference reset the background from the T1 too)."""
-        crop = self.on_brain(subject, network_inputs(subject, self.source, self.scaled), self.source)
-        self.generator_.to(self.device)
-        output = synthesise(self.generator_, crop.images, self.spatial_dims, self.inference_settings, self.device)
-        synthetic = crop.placed(from_network_scale(output), np.float32)
-        if self.inference_settings.slice_sigma > 0:
-            synthetic = smooth_across_slices(synthetic, self.inference_settings.slice_sigma, subject.brain)
-        return synthetic
-
     def _predict(self, subject: Subject) -> Volume:
         return self.predict_all(subject)[""]
 
     def predict_all(self, subject: Subject) -> dict[str, Volume]:
+        """The generator's target on the unit scale, 0 outside the brain (the reference reset the
+        background from the T1 too), finished as the inference settings say."""
         self.check_fitted()
-        synthetic = self.synthesise_unfiltered(subject)
-        if not self.inference_settings.median_filter:
-            return {"": subject.volume_like(synthetic)}
-        return {
-            "": subject.volume_like(median_per_axial_slice(synthetic, inside=subject.brain)),
-            "unfiltered": subject.volume_like(synthetic),
-        }
+        crop = self.on_brain(subject, network_inputs(subject, self.source, self.scaled), self.source)
+        self.generator_.to(self.device)
+        output = synthesise(self.generator_, crop.images, self.spatial_dims, self.inference_settings, self.device)
+        synthetic = crop.placed(from_network_scale(output), np.float32)
+        outputs = finished_outputs(synthetic, subject.brain, self.inference_settings)
+        return {suffix: subject.volume_like(volume) for suffix, volume in outputs.items()}
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from common.checks import check_choice
 from datamodules.patches import from_network_scale
-from lightning_modules.inference import InferenceSettings, synthesise
+from lightning_modules.inference import InferenceSettings, finished_outputs, synthesise
 from lightning_modules.losses import (
     GAN_MODES,
     GanMode,
@@ -204,10 +204,8 @@ class Pix2Pix(pl.LightningModule):
         sources = self.source_channels(batch)[0].cpu().numpy()
         real = from_network_scale(batch[self.target][0, 0].cpu().numpy())
         brain = batch["brain"][0, 0].cpu().numpy()
-        synthetic = from_network_scale(
-            synthesise(self.generator, sources, self.spatial_dims, self.inference, self.device)
-        )
-        synthetic[~brain] = 0
+        output = synthesise(self.generator, sources, self.spatial_dims, self.inference, self.device)
+        synthetic = finished_outputs(from_network_scale(output), brain, self.inference)[""]  # what predict writes
         error = np.abs(synthetic - real)
         self.log_dict(
             {"val/mae_brain": float(error[brain].mean()), "val/mse_brain": float((error[brain] ** 2).mean())},

@@ -16,7 +16,7 @@ from datamodules.patches import (
     to_network_scale,
     torchio_subject,
 )
-from datamodules.preprocessing import smooth_across_slices
+from datamodules.preprocessing import median_per_axial_slice, smooth_across_slices
 from lightning_modules.inference import InferenceSettings, synthesise
 from lightning_modules.losses import masked_l1, masked_mse, masked_structural_dissimilarity
 from lightning_modules.method import Pix2PixMethod
@@ -425,3 +425,19 @@ def test_slice_sigma_smooths_the_output_across_slices_inside_the_brain():
     np.testing.assert_allclose(smoothing.predict(subject).data, expected, atol=1e-6)
     with pytest.raises(ValueError, match="slice_sigma"):
         InferenceSettings(slice_sigma=-1)
+
+
+def test_validation_scores_the_output_that_predict_writes(monkeypatch):
+    arrays = network_inputs(head_subject())
+    settings = InferenceSettings(slice_sigma=1.0, median_filter=True)
+    system = Pix2Pix(Negate(), PatchDiscriminator(2, base_filters=4), inference=settings)
+    logged = {}
+    monkeypatch.setattr(system, "log_dict", lambda values, **_: logged.update(values))
+    batch = as_batch(arrays) | {"case_id": ["case"]}
+    system.validation_step(batch, batch_index=1)
+    brain = arrays["brain"]
+    smoothed = smooth_across_slices(np.where(brain, from_network_scale(-arrays["t1"]), 0), 1.0, brain)
+    finished = median_per_axial_slice(smoothed, inside=brain)
+    error = np.abs(finished - from_network_scale(arrays["t2"]))[brain]
+    assert logged["val/mae_brain"] == pytest.approx(float(error.mean()), rel=1e-5)
+    assert logged["val/mse_brain"] == pytest.approx(float((error**2).mean()), rel=1e-5)
