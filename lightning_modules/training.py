@@ -289,8 +289,35 @@ def train(
     Raises:
         RunInterruptedError: on SIGTERM or SIGINT, after saving the state to ``last.ckpt``.
     """
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+    warn_when_no_gpu(trainer_options)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    system = build_system()
+    progress = IterationProgress(iterations, steps_per_iteration, getattr(system, "progress_metrics", ()))
+    trainer = pl.Trainer(
+        **trainer_options,
+        max_steps=iterations * steps_per_iteration,
+        max_epochs=-1,
+        enable_progress_bar=False,
+        logger=logger if logger is not None else False,
+        callbacks=training_callbacks(workdir, checkpoint_every_steps, progress, logged=logger is not None),
+        default_root_dir=workdir,
+        val_check_interval=validate_every_batches,
+        check_val_every_n_epoch=None,
+        limit_val_batches=None if data.datamodule.validation else 0,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the TorchIO queue shards volumes itself
+    )
+    fit_resuming(trainer, system, data, workdir / LAST_CHECKPOINT)
+    # The Trainer's training loader (a TorchIO queue stopped part way) holds a worker process with
+    # volumes loaded. Collected now, not at some later collection: otherwise it outlives the fit (one
+    # more per job of a sequential multirun), and a collection inside a forked worker prints "can only
+    # test a child process".
+    system.trainer = data.datamodule.trainer = trainer = None
+    gc.collect()
+    return system
 
+
+def warn_when_no_gpu(trainer_options: Mapping[str, Any]) -> None:
     if trainer_options.get("accelerator", "auto") != "cpu" and not torch.cuda.is_available():
         print(
             f"warning: no GPU found, so this trains on the CPU (trainer.accelerator="
@@ -299,36 +326,34 @@ def train(
             file=sys.stderr,
             flush=True,
         )
-    pl.seed_everything(seed, workers=True, verbose=False)
-    system = build_system()
-    callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=workdir / LAST_CHECKPOINT.parent,
-            every_n_train_steps=checkpoint_every_steps,
-            save_top_k=0,
-            save_last=True,
-        ),
+
+
+def training_callbacks(
+    workdir: Path, checkpoint_every_steps: int, progress: pl.Callback, logged: bool
+) -> list[pl.Callback]:
+    """``last.ckpt`` every ``checkpoint_every_steps`` steps and on an exception, the progress, and
+    the learning rate when a logger records it."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, OnExceptionCheckpoint
+
+    folder = workdir / LAST_CHECKPOINT.parent
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=folder, every_n_train_steps=checkpoint_every_steps, save_top_k=0, save_last=True),
         # On SIGTERM (SLURM, timeout) or Ctrl-C: the state as it is, so that a rerun resumes there.
-        OnExceptionCheckpoint(dirpath=workdir / LAST_CHECKPOINT.parent, filename=LAST_CHECKPOINT.stem),
-        IterationProgress(iterations, steps_per_iteration, getattr(system, "progress_metrics", ())),
+        OnExceptionCheckpoint(dirpath=folder, filename=LAST_CHECKPOINT.stem),
+        progress,
     ]
-    if logger is not None:
+    if logged:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    trainer = pl.Trainer(
-        **trainer_options,
-        max_steps=iterations * steps_per_iteration,
-        max_epochs=-1,
-        enable_progress_bar=False,
-        logger=logger if logger is not None else False,
-        callbacks=callbacks,
-        default_root_dir=workdir,
-        val_check_interval=validate_every_batches,
-        check_val_every_n_epoch=None,
-        limit_val_batches=None if data.datamodule.validation else 0,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # the TorchIO queue shards volumes itself
-    )
-    last = workdir / LAST_CHECKPOINT
+    return callbacks
+
+
+def fit_resuming(trainer: pl.Trainer, system: pl.LightningModule, data: TrainingData, last: Path) -> None:
+    """``trainer.fit``, resuming from ``last`` when it exists and saving the final state there; the
+    temporary cache is removed however the fit ends.
+
+    Raises:
+        RunInterruptedError: on SIGTERM or SIGINT, after the state was saved to ``last``.
+    """
     # Lightning warns that a checkpoint written from a manual-optimisation step holds the weights
     # after that step's update; that is the state a resumed run continues from, as intended.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -346,10 +371,3 @@ def train(
         if trainer.is_global_zero:
             data.clean_up()
     trainer.save_checkpoint(last)  # the final state too, not only every checkpoint_every iterations
-    # The Trainer's training loader (a TorchIO queue stopped part way) holds a worker process with
-    # volumes loaded. Collected now, not at some later collection: otherwise it outlives the fit (one
-    # more per job of a sequential multirun), and a collection inside a forked worker prints "can only
-    # test a child process".
-    system.trainer = data.datamodule.trainer = trainer = None
-    gc.collect()
-    return system
