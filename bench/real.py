@@ -11,7 +11,8 @@ Protocol (fixed, so that numbers from two commits compare):
   Sorted by case id, case ``i`` goes to fold ``i mod 5``; each fold's 4 cases are predicted by a model
   fitted on the other 16, so every case is predicted once by a model that never saw it.
 - ``--folds``: predict only these folds (Pix2Pix, ``--methods pix2pix``, trains about 10 minutes a
-  fold on 2 cores); the tables then count only their cases.
+  fold on 2 cores); the tables then count only their cases. With no fold, the methods that learn
+  nothing predict every case, and those that learn predict only the ``--extra`` cases.
 - ``--seeds``: a method that has a seed (Pix2Pix) is fitted once per seed and fold; the tables give
   each case's mean over the seeds, the sd over seeds of the mean over cases, and wins on those means.
 - ``--extra``: further held-out cases from other pipelines (``../shared/data/real``), predicted by a
@@ -133,10 +134,11 @@ def run_task(
     overrides: Sequence[str] = (),
     seeds: Sequence[int] = (0,),
 ) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
-    """Every method's rows and outputs over the ``folds`` (with no fold, the methods that learn
-    nothing predict every case, and the others are left out), once per seed for a method that has one
-    (the outputs kept are the first seed's); a method that keeps files while it fits (Pix2Pix's
-    checkpoints) keeps them under ``workdir``; ``overrides``: Hydra overrides for every method."""
+    """Every method's rows and outputs over the ``folds`` and the ``extra`` cases (with no fold, the
+    methods that learn nothing predict every case, and the others only the extra ones), once per seed
+    for a method that has one (the outputs kept are the first seed's); a method that keeps files while
+    it fits (Pix2Pix's checkpoints) keeps them under ``workdir``; ``overrides``: Hydra overrides for
+    every method."""
     rows, outputs = [], {}
     plans = [(k, held_out) for k, held_out in enumerate(folds_of(list(development))) if k in folds]
     if extra:
@@ -148,8 +150,8 @@ def run_task(
             continue
         started = time.perf_counter()
         runs = [(fold, [s for c, s in development.items() if c not in held_out], held_out) for fold, held_out in plans]
-        if not folds:
-            runs = [] if probe.learns else [("all", list(development.values()), list(everything))]
+        if not folds and not probe.learns:
+            runs = [("all", list(development.values()), list(everything))]
         own_seeds = seeds if "seed" in probe.hyperparameters() else seeds[:1]
         for seed, (fold, training, held_out) in itertools.product(own_seeds, runs):
             method = build(name, task, [*overrides, f"seed={seed}"])
@@ -246,6 +248,12 @@ def table(rows: Sequence[dict], task: SynthesisTask) -> str:
         cells += ["–" if label == b else wins(averaged, label, b, m) for b in baselines for m in WINS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def predicted_by_all(outputs: dict[str, dict[str, np.ndarray]]) -> list[str]:
+    """The cases every output has, in the order the first one predicted them."""
+    by_label = list(outputs.values())
+    return [case_id for case_id in (by_label[0] if by_label else {}) if all(case_id in o for o in by_label)]
 
 
 def draw_gallery(
@@ -345,7 +353,12 @@ def main(argv: list[str] | None = None) -> int:
         "--overrides", nargs="+", default=[], help="Hydra overrides for every method, e.g. model.decay_iterations=3000"
     )
     parser.add_argument(
-        "--folds", nargs="*", type=int, default=list(range(FOLDS)), help="the folds to predict (default: all five)"
+        "--folds",
+        nargs="*",
+        type=int,
+        choices=range(FOLDS),
+        default=list(range(FOLDS)),
+        help="the folds to predict (default: all five)",
     )
     parser.add_argument(
         "--seeds",
@@ -399,9 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         outputs.update(phantom_outputs)
         all_rows += rows
         print(table(rows, task) + "\n", flush=True)
-        shown = folds_of(list(development))[args.folds[0] if args.folds else 0]
-        held_out = {case_id: development[case_id] for case_id in shown}
-        draw_gallery(task, held_out, outputs, args.output / f"gallery-{'+'.join(task.sources)}.png")
+        everything = {**development, **extra}
+        shown = {case_id: everything[case_id] for case_id in predicted_by_all(outputs) or everything}
+        draw_gallery(task, shown, outputs, args.output / f"gallery-{'+'.join(task.sources)}.png")
     write_rows_csv(all_rows, args.output / "metrics.csv")
     print(f"wrote {args.output / 'metrics.csv'} and the galleries")
     return 0

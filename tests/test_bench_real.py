@@ -2,9 +2,13 @@
 
 import csv
 
+import numpy as np
 import pytest
 
-from bench.real import REPORTED, main
+from bench.real import REPORTED, main, predicted_by_all, run_task
+from datamodules.dataset import Subject
+from datamodules.task import SynthesisTask
+from tests.conftest import ball_volume, make_volume
 
 COLUMNS = ("task", "method", "fold", "seed", "case_id", *REPORTED)
 
@@ -76,3 +80,35 @@ def test_an_override_that_does_not_fit_every_method_is_refused_before_any_data_i
               "--overrides", "model.lambda_ssim=10"])  # fmt: skip
     assert stopped.value.code == 2
     assert "--overrides do not fit complementary" in capsys.readouterr().err
+
+
+def test_folds_outside_the_five_are_refused(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--data", "absent", "--folds", "5"])
+    assert stopped.value.code == 2
+    assert "invalid choice: 5" in capsys.readouterr().err
+
+
+def ball_subject(case_id: str, seed: int) -> Subject:
+    """A ball 'brain' whose T2 falls with its T1 (two tissues, a little noise), with a small tumour."""
+    rng = np.random.default_rng(seed)
+    brain = ball_volume((14, 14, 10)).data > 0
+    inner = np.zeros_like(brain)
+    inner[5:9, 5:9, 3:7] = True
+    t1 = np.where(brain, 300.0 + 300 * inner + rng.normal(0, 5, brain.shape), 0)
+    t2 = np.where(brain, 900.0 - 500 * inner + rng.normal(0, 5, brain.shape), 0)
+    return Subject(
+        case_id,
+        {"t1": make_volume(t1.astype(np.float32)), "t2": make_volume(t2.astype(np.float32))},
+        segmentation=make_volume((inner * 1).astype(np.int16)),
+    )
+
+
+def test_with_no_fold_a_method_that_learns_predicts_only_the_extra_cases(tmp_path):
+    task = SynthesisTask.of(["t1"], "t2")
+    development = {f"dev{k}": ball_subject(f"dev{k}", k) for k in range(5)}
+    extra = {"other": ball_subject("other", 9)}
+    rows, outputs = run_task(task, development, extra, ["intensity_lookup", "complementary"], tmp_path, folds=())
+    predicted = {(row["method"], row["case_id"]) for row in rows}
+    assert predicted == {("intensity_lookup", "other")} | {("complementary", c) for c in [*development, "other"]}
+    assert predicted_by_all(outputs) == ["other"]
