@@ -3,13 +3,14 @@ each model of a fold alone and with a mirrored pass averaged in, and the models'
 seeds) with and without it. Nothing is trained.
 
     python bench/ensemble.py --data /data/brats18-dev --sources t1,t1ce,flair --fold 0 \\
-        --checkpoints RUN0/work/t1+t1ce+flair/pix2pix-0-seed0/checkpoints/last.ckpt RUN1/... RUN2/... \\
+        --checkpoints SEED0/models/t1+t1ce+flair/pix2pix-0-seed0/checkpoints/last.ckpt SEED1/... SEED2/... \\
         [--variants single single+mirror ensemble ensemble+mirror] [--output ensemble-f0.csv]
 
-Each checkpoint is a ``bench/real.py`` Pix2Pix model of that fold (fitted on the other folds), for
-example one per seed. The mirrored pass runs the generator on the sources flipped along the first
-voxel axis (left-right in BraTS' orientation) and flips its output back. Outputs are averaged on the
-network's scale, then finished as ``+experiment=pix2pix_real_cpu`` says (smoothed across slices).
+Each checkpoint is a Pix2Pix model of that fold (fitted on the other folds) that ``bench/real.py``
+kept under its ``--output``, for example one run per seed (``SEED0`` above). The mirrored pass runs
+the generator on the sources flipped along the first voxel axis (left-right in BraTS' orientation)
+and flips its output back. Outputs are averaged on the network's scale, then finished as
+``+experiment=pix2pix_real_cpu`` says (smoothed across slices).
 Prints each variant's means over the fold's cases; ``--output`` writes the rows in ``bench/real.py``'s
 ``metrics.csv`` form, for ``bench/real.py --tables`` (beside a run's Complementary rows).
 """

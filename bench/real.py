@@ -33,7 +33,8 @@ Prints, per task and method, the mean and sd over cases of each metric, the sd o
 (how much the numbers move with the split), and on how many cases the method beats Complementary
 (and ClosestSource where it applies) on ``pct_mse_brain`` and on ``ssim_healthy``. Writes
 ``metrics.csv`` (a row per task, method and case) and, per task, ``gallery-<task>.png``: three held-out
-cases, their sources, the real target and each method's output.
+cases, their sources, the real target and each method's output. A model that keeps files while it fits
+keeps them under ``models/<sources>/<method>-<fold>-seed<seed>/`` (Pix2Pix: ``checkpoints/last.ckpt``).
 """
 
 from __future__ import annotations
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{task}:", flush=True)
         development = load_all(args.data, "brats2019", task)
         extra = load_all(args.extra, "brats2023", task) if args.extra else {}
-        work = args.output / "work" / "+".join(task.sources)
+        work = args.output / "models" / "+".join(task.sources)
         rows, outputs = run_task(task, development, extra, args.methods, work, args.folds, args.overrides, args.seeds)
         phantom_rows, phantom_outputs = run_phantom_models(
             task, {**development, **extra}, args.phantom, args.phantom_overrides
