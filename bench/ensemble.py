@@ -2,7 +2,7 @@
 each model of a fold alone and with a mirrored pass averaged in, and the models' mean (an ensemble of
 seeds) with and without it. Nothing is trained.
 
-    python bench/ensemble.py --data /data/brats18-dev --sources t1,t1ce,flair --fold 0 \\
+    python -m bench.ensemble --data /data/brats18-dev --sources t1,t1ce,flair --fold 0 \\
         --checkpoints SEED0/models/t1+t1ce+flair/pix2pix-0-seed0/checkpoints/last.ckpt SEED1/... SEED2/... \\
         [--variants single single+mirror ensemble ensemble+mirror] [--output ensemble-f0.csv]
 
@@ -31,6 +31,7 @@ from bench.real import FOLDS, build, folds_of, load_all, scored_rows
 from common.errors import InvalidInputError
 from common.files import write_rows_csv
 from datamodules.task import SynthesisTask
+from lightning_modules.training import load_weights
 from pipeline.cli import bad_input_exits
 
 VARIANTS = ("single", "single+mirror", "ensemble", "ensemble+mirror")
@@ -51,8 +52,8 @@ class Averaged(nn.Module):
         return torch.stack(outputs).mean(0)
 
 
-def generator_weights(checkpoint: Path) -> dict[str, np.ndarray]:
-    """The generator's weights in a Lightning checkpoint of a Pix2Pix fit.
+def checkpoint_weights(checkpoint: Path) -> dict[str, np.ndarray]:
+    """The weights in a Lightning checkpoint of a Pix2Pix fit, by name (``generator.…``, ``discriminator.…``).
 
     Raises:
         InvalidInputError: the file cannot be read or holds no generator.
@@ -61,10 +62,9 @@ def generator_weights(checkpoint: Path) -> dict[str, np.ndarray]:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     except (OSError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError):
         raise InvalidInputError(checkpoint, "cannot be read as a Lightning checkpoint") from None
-    weights = {n.removeprefix("generator."): v.numpy() for n, v in state.items() if n.startswith("generator.")}
-    if not weights:
+    if not any(name.startswith("generator.") for name in state):
         raise InvalidInputError(checkpoint, "holds no generator: not a Pix2Pix checkpoint")
-    return weights
+    return {name: value.numpy() for name, value in state.items()}
 
 
 def variants(generators: Sequence[nn.Module], names: Sequence[str]) -> dict[str, nn.Module]:
@@ -90,15 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     task = SynthesisTask.of(args.sources.split(","), "t2")
     with bad_input_exits():
-        generators = []
+        method, generators = build("pix2pix", task), []
         for checkpoint in args.checkpoints:
-            method = build("pix2pix", task)
             try:
-                method.set_state(generator_weights(checkpoint))
+                generators.append(load_weights(method.build("generator"), checkpoint_weights(checkpoint), "generator."))
             except RuntimeError:  # load_state_dict: other names or shapes
                 problem = f"its generator does not fit a Pix2Pix from {', '.join(task.sources)}"
                 raise InvalidInputError(checkpoint, problem) from None
-            generators.append(method.generator_)
         development = load_all(args.data, "brats2019", task)
     held_out = [development[case_id] for case_id in folds_of(list(development))[args.fold]]
     method.fitted_ = True
